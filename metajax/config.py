@@ -1,0 +1,144 @@
+"""The frozen experiment configuration and its validation.
+
+Scripts build a `Config` from their flags; the library never reads flags.
+Every field is named after the flag that sets it, so errors name the flag.
+"""
+
+import dataclasses
+import inspect
+import json
+from typing import Any, Optional
+
+import optax
+
+from metajax.inner import INNER_OPTIMIZERS
+
+DATASETS = ('sinusoid',)
+ALGORITHM_NAMES = ('maml', 'fomaml', 'reptile', 'anil', 'metasgd', 'pretrained')
+
+# Fields that may change when a run is resumed: they change how long it runs or
+# what it logs, never what one step computes.
+RESUMABLE_FIELDS = frozenset({
+    'num_steps', 'eval_every', 'checkpoint_every', 'log_every', 'eval_tasks',
+    'eval_inner_steps', 'eval_query', 'max_checkpoints',
+})
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """One experiment. Defaults: MAML on sinusoid regression, K = 10."""
+  algorithm: str = 'maml'
+  dataset: str = 'sinusoid'
+  ways: Optional[int] = None       # classes per task (None: the dataset's)
+  shots: int = 10                  # support examples per class (K)
+  query: Optional[int] = None      # query examples per class (None: = shots)
+  inner_steps: int = 1
+  inner_lr: float = 0.01
+  inner_optimizer: str = 'sgd'
+  meta_batch_size: int = 25
+  meta_lr: float = 1e-3
+  meta_optimizer: str = 'adam'
+  num_steps: int = 20000
+  seed: int = 0
+  hidden: tuple[int, ...] = (40, 40)
+  remat: bool = False
+  eval_every: int = 0              # 0: evaluate on validation tasks only at the end
+  checkpoint_every: int = 1000
+  log_every: int = 100
+  max_checkpoints: int = 3
+  eval_tasks: int = 600
+  eval_inner_steps: tuple[int, ...] = (0, 1, 10)
+  eval_query: Optional[int] = None  # query points per eval task (None: dataset's)
+
+  def __post_init__(self):
+    for name in ('hidden', 'eval_inner_steps'):
+      object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+
+  @property
+  def num_query(self) -> int:
+    return self.shots if self.query is None else self.query
+
+  @property
+  def num_eval_query(self) -> int:
+    if self.eval_query is not None:
+      return self.eval_query
+    return 100 if self.dataset == 'sinusoid' else self.num_query
+
+  def replace(self, **changes) -> 'Config':
+    return dataclasses.replace(self, **changes)
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, values: dict[str, Any]) -> 'Config':
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+      raise ValueError(f'unknown config fields: {sorted(unknown)}')
+    return cls(**values)
+
+  def validate(self) -> 'Config':
+    """Raises ValueError naming the flag and value for any bad setting."""
+
+    def fail(flag, value, why):
+      raise ValueError(f'--{flag}={value!r}: {why}')
+
+    if self.algorithm not in ALGORITHM_NAMES:
+      fail('algorithm', self.algorithm, f'choose one of {", ".join(ALGORITHM_NAMES)}')
+    if self.dataset not in DATASETS:
+      fail('dataset', self.dataset, f'choose one of {", ".join(DATASETS)}')
+    if self.inner_optimizer not in INNER_OPTIMIZERS:
+      fail('inner_optimizer', self.inner_optimizer,
+           f'choose one of {", ".join(INNER_OPTIMIZERS)}')
+    meta_optimizer(self)  # raises for an unknown meta-optimizer
+    for flag in ('shots', 'inner_steps', 'meta_batch_size', 'num_steps',
+                 'checkpoint_every', 'log_every', 'eval_tasks',
+                 'max_checkpoints'):
+      if getattr(self, flag) < 1:
+        fail(flag, getattr(self, flag), 'must be a positive integer')
+    if self.query is not None and self.query < 1:
+      fail('query', self.query, 'must be a positive integer')
+    if self.eval_query is not None and self.eval_query < 1:
+      fail('eval_query', self.eval_query, 'must be a positive integer')
+    if self.eval_every < 0:
+      fail('eval_every', self.eval_every, 'must be >= 0 (0: only at the end)')
+    if any(s < 0 for s in self.eval_inner_steps) or not self.eval_inner_steps:
+      fail('eval_inner_steps', ','.join(map(str, self.eval_inner_steps)),
+           'must be a non-empty list of integers >= 0')
+    if not self.inner_lr > 0:
+      fail('inner_lr', self.inner_lr, 'must be > 0')
+    if not self.meta_lr > 0:
+      fail('meta_lr', self.meta_lr, 'must be > 0')
+    if not self.hidden or any(h < 1 for h in self.hidden):
+      fail('hidden', ','.join(map(str, self.hidden)),
+           'must be a non-empty list of positive widths')
+    if self.dataset == 'sinusoid' and self.ways not in (None, 1):
+      fail('ways', self.ways, 'sinusoid regression has no classes; leave --ways unset')
+    return self
+
+
+def meta_optimizer(config: Config) -> optax.GradientTransformation:
+  """`optax.<meta_optimizer>(meta_lr)`: any optax optimizer taking a learning rate."""
+  factory = getattr(optax, config.meta_optimizer, None)
+  takes_lr = False
+  if callable(factory) and not config.meta_optimizer.startswith('_'):
+    try:
+      takes_lr = 'learning_rate' in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+      takes_lr = False
+  if not takes_lr:
+    raise ValueError(
+        f'--meta_optimizer={config.meta_optimizer!r}: not an optax optimizer '
+        'with a learning_rate (e.g. adam, sgd, adamw, rmsprop, lamb)')
+  return factory(config.meta_lr)
+
+
+def differing_fields(saved: Config, requested: Config) -> list[str]:
+  """The fields, outside `RESUMABLE_FIELDS`, in which two configs differ."""
+  return [f.name for f in dataclasses.fields(Config)
+          if f.name not in RESUMABLE_FIELDS
+          and getattr(saved, f.name) != getattr(requested, f.name)]

@@ -1,0 +1,264 @@
+"""The meta-training loop shared by every algorithm.
+
+`meta_train_step(state, tasks, key) -> (state, metrics)` is one jitted function
+for every learner: the meta-gradient of each task (vmapped over the task axis),
+its mean over tasks, and an optax meta-optimizer update. `train_and_evaluate`
+runs it with checkpoints, logging, resumption and a final held-out evaluation.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any, Optional
+
+from absl import logging
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+
+from metajax import builders, evaluate as evaluation
+from metajax.checkpoint import Checkpointer
+from metajax.config import Config, differing_fields, meta_optimizer
+from metajax.learner import MetaLearner, mean_over_tasks
+from metajax.types import Array, Metrics, Params, PRNGKey, Task
+from metajax.writers import MetricWriter
+
+
+class ConfigMismatchError(ValueError):
+  """A workdir holds a run whose settings differ from the requested ones."""
+
+
+class NonFiniteMetaGradientError(FloatingPointError):
+  """A meta-gradient had a NaN or an infinity."""
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a run needs to continue: saved whole in every checkpoint.
+
+  Attributes:
+    step: meta-steps completed.
+    theta: meta-parameters.
+    opt_state: the meta-optimizer's state.
+    rng: base key; step s uses `fold_in(rng, s)`.
+    nonfinite_step: -1, or the first meta-step whose meta-gradient was not
+      finite. From that step on the state no longer changes, so the host can
+      check it lazily (at logging and checkpoint time) without a sync per step.
+  """
+  step: Array
+  theta: Params
+  opt_state: Any
+  rng: PRNGKey
+  nonfinite_step: Array
+
+
+def create_train_state(learner: MetaLearner, optimizer: optax.GradientTransformation,
+                       rng: PRNGKey, example_task: Task) -> TrainState:
+  init_key, train_key = jax.random.split(rng)
+  theta = learner.init(init_key, example_task)
+  return TrainState(step=jnp.zeros((), jnp.int32), theta=theta,
+                    opt_state=optimizer.init(theta), rng=train_key,
+                    nonfinite_step=jnp.full((), -1, jnp.int32))
+
+
+def batch_meta_gradient(learner: MetaLearner, theta: Params, tasks: Task,
+                        keys: PRNGKey) -> tuple[Params, Metrics]:
+  """Mean over the task axis of the per-task meta-gradients, and mean metrics.
+
+  For a learner with an `outer_loss` this is the gradient of the mean loss, so
+  XLA sums over tasks inside the backward pass instead of materialising one
+  gradient per task.
+  """
+  if learner.outer_loss is not None:
+
+    def mean_loss(theta):
+      losses, aux = jax.vmap(learner.outer_loss, in_axes=(None, 0, 0))(
+          theta, tasks, keys)
+      return jnp.mean(losses), aux
+
+    grads, aux = jax.grad(mean_loss, has_aux=True)(theta)
+  else:
+    grads, aux = jax.vmap(learner.meta_gradient, in_axes=(None, 0, 0))(
+        theta, tasks, keys)
+    grads = mean_over_tasks(grads)
+  return grads, mean_over_tasks(aux)
+
+
+def make_meta_train_step(learner: MetaLearner,
+                         optimizer: optax.GradientTransformation,
+                         donate: bool = True):
+  """The jitted `meta_train_step(state, tasks, key) -> (state, metrics)`."""
+
+  def meta_train_step(state: TrainState, tasks: Task, key: PRNGKey):
+    num_tasks = jax.tree.leaves(tasks)[0].shape[0]
+    keys = jax.random.split(key, num_tasks)
+    grads, metrics = batch_meta_gradient(learner, state.theta, tasks, keys)
+    grad_norm = optax.global_norm(grads)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.theta)
+    theta = optax.apply_updates(state.theta, updates)
+    still_good = state.nonfinite_step < 0
+    ok = jnp.isfinite(grad_norm) & still_good
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+    next_step = state.step + 1
+    new_state = state.replace(
+        step=next_step,
+        theta=keep(theta, state.theta),
+        opt_state=keep(opt_state, state.opt_state),
+        nonfinite_step=jnp.where(still_good & ~ok, next_step,
+                                 state.nonfinite_step))
+    return new_state, {**metrics, 'grad_norm': grad_norm}
+
+  return jax.jit(meta_train_step, donate_argnums=(0,) if donate else ())
+
+
+@dataclasses.dataclass
+class RunResult:
+  config: Config
+  workdir: str
+  source: Any
+  learner: MetaLearner
+  state: TrainState
+  records: list[dict]  # held-out evaluation, one record per inner-step count
+
+
+def check_workdir(config: Config, workdir: str) -> None:
+  """Refuses a workdir that holds a run with other model/algorithm/data flags."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    saved = Config.from_dict(json.load(f))
+  diff = differing_fields(saved, config)
+  if diff:
+    details = '; '.join(
+        f'--{name}={_flag_value(getattr(saved, name))} there, '
+        f'{_flag_value(getattr(config, name))} here' for name in diff)
+    raise ConfigMismatchError(
+        f'--workdir={workdir} holds a run with other settings ({details}). '
+        'Resume it with its own flags, or choose a new --workdir.')
+
+
+def _flag_value(value) -> str:
+  if isinstance(value, tuple):
+    return ','.join(map(str, value))
+  return str(value)
+
+
+def _check_finite(state: TrainState, checkpointer: Checkpointer) -> None:
+  bad = int(state.nonfinite_step)
+  if bad >= 0:
+    last = checkpointer.latest_step()
+    where = (f'the last good checkpoint, step {last}, is intact in '
+             f'{checkpointer.directory}' if last is not None
+             else 'no checkpoint had been saved yet')
+    raise NonFiniteMetaGradientError(
+        f'the meta-gradient at meta-step {bad} has a NaN or an infinity; '
+        f'training stopped and {where}. Lower --inner_lr or --meta_lr.')
+
+
+def evaluate_state(config: Config, source, learner: MetaLearner,
+                   theta: Params, split: str = 'test',
+                   num_tasks: Optional[int] = None) -> list[dict]:
+  tasks = source.eval_tasks(split, num_tasks or config.eval_tasks)
+  records = evaluation.evaluate(
+      learner, source.metric_fn, source.metric, theta, tasks,
+      jax.random.PRNGKey(0), config.eval_inner_steps)
+  for r in records:
+    r.update(split=split, algorithm=config.algorithm, dataset=config.dataset)
+  return records
+
+
+def train_and_evaluate(config: Config, workdir: str,
+                       show_progress: bool = True) -> RunResult:
+  """Meta-trains `config` in `workdir` (resuming it if it has checkpoints).
+
+  Writes `config.json`, `metrics.jsonl`, TensorBoard events, checkpoints and
+  `eval.json` (held-out evaluation) to `workdir`.
+
+  Raises:
+    ValueError: a bad setting (naming its flag); nothing is written.
+    ConfigMismatchError: `workdir` holds a run with other settings.
+    NonFiniteMetaGradientError: a meta-gradient was not finite.
+  """
+  config.validate()
+  check_workdir(config, workdir)
+  source, learner = builders.build(config)
+  optimizer = meta_optimizer(config)
+
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write(config.to_json())
+
+  state = create_train_state(learner, optimizer, jax.random.PRNGKey(config.seed),
+                             source.example_task())
+  checkpointer = Checkpointer(workdir, config.max_checkpoints)
+  if checkpointer.latest_step() is not None:
+    try:
+      state = checkpointer.restore(state)
+    except Exception as e:  # orbax raises several types for a mismatched tree
+      raise ConfigMismatchError(
+          f'the checkpoint in {checkpointer.directory} does not fit this '
+          f'config ({type(e).__name__}: {str(e)[:300]})') from e
+    logging.info('Resumed %s from step %d', workdir, int(state.step))
+  start = int(state.step)
+  writer = MetricWriter(workdir, resume_step=start)
+  meta_train_step = make_meta_train_step(learner, optimizer)
+
+  window = []
+  progress = tqdm.tqdm(total=config.num_steps, initial=start,
+                       desc=f'{config.algorithm} on {config.dataset}',
+                       disable=not show_progress, mininterval=2.0)
+  try:
+    for step in range(start, config.num_steps):
+      tasks = source.train_batch(step)
+      state, metrics = meta_train_step(state, tasks,
+                                       jax.random.fold_in(state.rng, step))
+      window.append(metrics)
+      done = step + 1
+      progress.update(1)
+      if done % config.log_every == 0 or done == config.num_steps:
+        _check_finite(state, checkpointer)
+        mean = jax.device_get(jax.tree.map(lambda *v: jnp.mean(jnp.stack(v)),
+                                           *window))
+        window = []
+        writer.write(done, mean)
+        progress.set_postfix(query_loss=f'{float(mean["query_loss"]):.4f}')
+      if config.eval_every and done % config.eval_every == 0:
+        for r in evaluate_state(config, source, learner, state.theta, 'val'):
+          writer.write(done, {f'{r["metric"]}_{r["inner_steps"]}_steps': r['mean']},
+                       split='val')
+      if done % config.checkpoint_every == 0 or done == config.num_steps:
+        _check_finite(state, checkpointer)
+        checkpointer.save(done, state)
+  finally:
+    progress.close()
+    checkpointer.wait()
+    checkpointer.close()
+    writer.close()
+
+  records = evaluate_state(config, source, learner, state.theta, 'test')
+  with open(os.path.join(workdir, 'eval.json'), 'w') as f:
+    json.dump(records, f, indent=2)
+  return RunResult(config, workdir, source, learner, state, records)
+
+
+def load_run(workdir: str, step: Optional[int] = None):
+  """(config, source, learner, state) of a trained run, from its last checkpoint."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'--workdir={workdir} holds no run (no config.json)')
+  with open(path) as f:
+    config = Config.from_dict(json.load(f)).validate()
+  source, learner = builders.build(config)
+  state = create_train_state(learner, meta_optimizer(config),
+                             jax.random.PRNGKey(config.seed),
+                             source.example_task())
+  checkpointer = Checkpointer(workdir, config.max_checkpoints)
+  if checkpointer.latest_step() is None:
+    raise FileNotFoundError(f'--workdir={workdir} holds no checkpoint')
+  state = checkpointer.restore(state, step)
+  checkpointer.close()
+  return config, source, learner, state
