@@ -96,7 +96,7 @@ def make_meta_train_step(learner: MetaLearner,
     num_tasks = jax.tree.leaves(tasks)[0].shape[0]
     keys = jax.random.split(key, num_tasks)
     grads, metrics = batch_meta_gradient(learner, state.theta, tasks, keys)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.theta)
     theta = optax.apply_updates(state.theta, updates)
     still_good = state.nonfinite_step < 0

@@ -1,0 +1,94 @@
+r"""Meta-trains one algorithm, then evaluates it on held-out tasks.
+
+With no flags: MAML on sinusoid regression (K=10) beside the pretrained
+baseline, a table of held-out MSE with 95% intervals and a PNG of adapted
+curves, all in a fresh temporary workdir that is printed at the start.
+
+  python experiments/train.py
+  python experiments/train.py --flagfile=experiments/configs/sinusoid_reptile.flags
+  python experiments/train.py --workdir=runs/maml   # run again to resume
+"""
+
+import os
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from metajax import cli
+from metajax import evaluate
+from metajax import train
+
+cli.define_config_flags()
+flags.DEFINE_string('workdir', None, 'run directory (default: a new temporary one)')
+flags.DEFINE_list('baselines', ['pretrained'],
+                  'algorithms trained beside --algorithm with the same flags, '
+                  'each in <workdir>/<name>, and shown in the same table')
+flags.DEFINE_bool('plot', True, 'save a PNG of adapted curves (sinusoid)')
+flags.DEFINE_bool('progress', True, 'show a progress bar')
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if not FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
+  try:
+    config = cli.config_from_flags(FLAGS)
+    baselines = [b for b in FLAGS.baselines if b != config.algorithm]
+    baseline_configs = [config.replace(algorithm=b).validate() for b in baselines]
+  except ValueError as e:
+    sys.exit(f'error: {e}')
+  workdir = FLAGS.workdir or tempfile.mkdtemp(prefix='metajax-')
+  print(f'workdir: {workdir}', flush=True)
+
+  runs = []
+  start = time.time()
+  try:
+    for cfg, wd in [(config, workdir)] + [
+        (c, os.path.join(workdir, c.algorithm)) for c in baseline_configs]:
+      t0 = time.time()
+      result = train.train_and_evaluate(cfg, wd, show_progress=FLAGS.progress)
+      print(f'{cfg.algorithm}: {int(result.state.step)} meta-steps, '
+            f'{time.time() - t0:.1f} s', flush=True)
+      runs.append(result)
+  except (ValueError, FloatingPointError) as e:
+    sys.exit(f'error: {e}')
+  _write_flagfile(config, workdir)
+
+  first = runs[0].records[0]
+  print(f'\nHeld-out {config.dataset} tasks: {first["num_tasks"]}, '
+        f'K={config.shots}; {first["metric"]} after inner steps '
+        '(mean +- 95% interval)')
+  for result in runs:
+    print(evaluate.format_records(result.config.algorithm, result.records))
+  if FLAGS.plot and config.dataset == 'sinusoid':
+    from metajax import plotting  # pylint: disable=g-import-not-at-top
+    path = plotting.plot_sinusoid_adaptation(
+        [(r.config.algorithm, r.learner, r.state.theta) for r in runs],
+        os.path.join(workdir, 'sinusoid_adaptation.png'),
+        steps=config.eval_inner_steps, shots=config.shots)
+    print(f'plot: {path}')
+  print(f'total wall-clock: {time.time() - start:.1f} s; eval.json in {workdir}')
+
+
+def _write_flagfile(config, workdir):
+  """`flags.txt`: the run's settings, usable as --flagfile to repeat it."""
+  lines = []
+  for name, value in config.to_dict().items():
+    if value is None:
+      continue
+    if isinstance(value, (tuple, list)):
+      value = ','.join(map(str, value))
+    lines.append(f'--{name}={value}')
+  lines.append(f'--baselines={",".join(FLAGS.baselines)}')
+  with open(os.path.join(workdir, 'flags.txt'), 'w') as f:
+    f.write('\n'.join(lines) + '\n')
+
+
+if __name__ == '__main__':
+  app.run(main)

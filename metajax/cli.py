@@ -1,0 +1,73 @@
+"""absl flags for the experiment scripts, one per `Config` field.
+
+The flags are generated from the `Config` dataclass, so a field and its flag
+never drift apart; scripts call `define_config_flags()` at import and
+`config_from_flags()` in `main`. The library itself never reads flags.
+"""
+
+import dataclasses
+import typing
+
+from absl import flags
+
+from metajax.config import Config
+
+HELP = {
+    'algorithm': 'maml | fomaml | reptile | anil | metasgd | pretrained',
+    'dataset': 'sinusoid',
+    'ways': 'classes per task (N); unset for regression',
+    'shots': 'support examples per class (K)',
+    'query': 'query examples per class (default: = shots)',
+    'inner_steps': 'inner-loop steps during meta-training',
+    'inner_lr': 'inner-loop learning rate (Meta-SGD: its initial value)',
+    'inner_optimizer': 'inner-loop optimizer, differentiated through: sgd | momentum | adam',
+    'meta_batch_size': 'tasks per meta-step',
+    'meta_lr': 'meta-optimizer learning rate',
+    'meta_optimizer': 'any optax optimizer that takes a learning_rate (adam, sgd, adamw, ...)',
+    'num_steps': 'meta-steps to train (raise it to extend a finished run)',
+    'seed': 'seed of initialisation and training tasks',
+    'hidden': 'hidden widths of the MLP',
+    'remat': 'rematerialise inner steps in the backward pass (less memory)',
+    'eval_every': 'evaluate on validation tasks every N meta-steps (0: never)',
+    'checkpoint_every': 'save a checkpoint every N meta-steps',
+    'log_every': 'log training metrics every N meta-steps',
+    'max_checkpoints': 'checkpoints kept in the workdir',
+    'eval_tasks': 'held-out tasks in each evaluation',
+    'eval_inner_steps': 'inner-step counts to evaluate after',
+    'eval_query': 'query points per evaluation task (default: 100 for sinusoid)',
+}
+
+
+def define_config_flags(flag_values=flags.FLAGS) -> None:
+  """Defines one absl flag per `Config` field, with the field's default."""
+  hints = typing.get_type_hints(Config)
+  for field in dataclasses.fields(Config):
+    name, default, hint = field.name, field.default, hints[field.name]
+    base = typing.get_args(hint)[0] if typing.get_origin(hint) is typing.Union else hint
+    help_text = HELP.get(name, name)
+    if typing.get_origin(base) is tuple:
+      flags.DEFINE_list(name, [str(v) for v in default], help_text, flag_values=flag_values)
+    elif base is bool:
+      flags.DEFINE_bool(name, default, help_text, flag_values=flag_values)
+    elif base is int:
+      flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
+    elif base is float:
+      flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
+    else:
+      flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
+
+
+def config_from_flags(flag_values=flags.FLAGS, **overrides) -> Config:
+  """A validated `Config` from the parsed flags; bad values raise ValueError."""
+  values = {}
+  for field in dataclasses.fields(Config):
+    value = flag_values[field.name].value
+    if isinstance(value, list):
+      try:
+        value = tuple(int(v) for v in value)
+      except ValueError:
+        raise ValueError(f'--{field.name}={",".join(value)}: expected '
+                         'comma-separated integers') from None
+    values[field.name] = value
+  values.update(overrides)
+  return Config(**values).validate()

@@ -1,0 +1,149 @@
+"""Algorithm-specific properties, and one conformance test run by every algorithm."""
+
+from absl.testing import parameterized
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from metajax import algorithms
+from metajax.data.sinusoid import SinusoidFamily, mse
+from metajax.learner import split_loss, task_meta_gradient
+from metajax.models import MLP
+from metajax.train import create_train_state, make_meta_train_step
+from tests import helpers
+
+KEY = jax.random.PRNGKey(0)
+
+
+class ReptileTest(parameterized.TestCase):
+
+  @parameterized.parameters(1.0, 0.1)
+  def test_update_is_mean_of_phi_minus_theta_times_step_size(self, epsilon):
+    model, lr, steps = MLP(hidden=(8, 8)), 0.02, 4
+    learner = algorithms.reptile(model, mse, inner_lr=lr, inner_steps=steps)
+    tasks = helpers.sinusoid_tasks(num_tasks=3)
+    state = create_train_state(learner, optax.sgd(epsilon), KEY, helpers.first(tasks))
+    theta = state.theta['model']
+    new_state, _ = make_meta_train_step(learner, optax.sgd(epsilon), donate=False)(
+        state, tasks, KEY)
+
+    # Independent: hand-written SGD on each task's support set.
+    phis = []
+    for i in range(3):
+      task = jax.tree.map(lambda v: v[i], tasks)
+      phi = theta
+      for _ in range(steps):
+        g = jax.grad(lambda v: split_loss(model, mse, v, task.support))(phi)
+        phi = jax.tree.map(lambda p, gi: p - lr * gi, phi, g)
+      phis.append(phi)
+    mean_phi = jax.tree.map(lambda *p: jnp.mean(jnp.stack(p), 0), *phis)
+    expected = jax.tree.map(lambda t, p: t + epsilon * (p - t), theta, mean_phi)
+    chex.assert_trees_all_close(new_state.theta['model'], expected, rtol=1e-5, atol=1e-6)
+
+
+class MetaSGDTest(parameterized.TestCase):
+
+  def test_learning_rates_are_meta_learned(self):
+    learner = helpers.learner('metasgd', inner_lr=0.01, inner_steps=2)
+    tasks = helpers.sinusoid_tasks()
+    theta = helpers.init(learner, tasks)
+    chex.assert_trees_all_equal_structs(theta['inner_lr'], theta['model'])
+    grads = jax.grad(lambda t: learner.outer_loss(t, helpers.first(tasks), KEY)[0])(theta)
+    for leaf in jax.tree.leaves(grads['inner_lr']):
+      self.assertGreater(float(jnp.max(jnp.abs(leaf))), 0.0)
+
+  def test_per_parameter_rates_scale_the_step(self):
+    learner = helpers.learner('metasgd', inner_lr=0.01, inner_steps=1)
+    model = MLP(hidden=(8, 8))
+    tasks = helpers.sinusoid_tasks()
+    task = helpers.first(tasks)
+    theta = helpers.init(learner, tasks)
+    theta['inner_lr'] = jax.tree.map(
+        lambda v: jax.random.uniform(KEY, v.shape, minval=0.0, maxval=0.1), theta['inner_lr'])
+    g = jax.grad(lambda v: split_loss(model, mse, v, task.support))(theta['model'])
+    expected = jax.tree.map(lambda p, a, gi: p - a * gi, theta['model'], theta['inner_lr'], g)
+    chex.assert_trees_all_close(learner.adapt(theta, task.support, KEY), expected, rtol=1e-5)
+
+
+class ANILTest(parameterized.TestCase):
+
+  def test_inner_loop_adapts_only_the_head(self):
+    learner = helpers.learner('anil', inner_lr=0.1, inner_steps=3)
+    tasks = helpers.sinusoid_tasks()
+    theta = helpers.init(learner, tasks)
+    phi = learner.adapt(theta, helpers.first(tasks).support, KEY)
+    body = lambda v: {k: w for k, w in v['params'].items() if k != 'head'}
+    chex.assert_trees_all_equal(body(phi), body(theta['model']))
+    self.assertGreater(float(optax.tree.norm(
+        jax.tree.map(jnp.subtract, phi['params']['head'], theta['model']['params']['head']))), 0)
+
+  def test_body_still_gets_a_meta_gradient(self):
+    learner = helpers.learner('anil', inner_lr=0.1, inner_steps=1)
+    tasks = helpers.sinusoid_tasks()
+    theta = helpers.init(learner, tasks)
+    grads = jax.grad(lambda t: learner.outer_loss(t, helpers.first(tasks), KEY)[0])(theta)
+    self.assertGreater(float(optax.tree.norm(grads['model']['params']['layers_0'])), 0)
+
+
+# Settings under which each algorithm learns sinusoids in a few hundred steps.
+CONFORMANCE = {
+    'maml': dict(inner_lr=0.01, inner_steps=1),
+    'fomaml': dict(inner_lr=0.01, inner_steps=1),
+    'anil': dict(inner_lr=0.01, inner_steps=1),
+    'metasgd': dict(inner_lr=0.01, inner_steps=1),
+    'reptile': dict(inner_lr=0.02, inner_steps=5),
+    'pretrained': dict(inner_lr=0.01, inner_steps=1),
+}
+
+
+class ConformanceTest(parameterized.TestCase):
+  """Every registered algorithm: finite, traces once, learns, adapts."""
+
+  def test_every_algorithm_is_covered(self):
+    self.assertEqual(set(CONFORMANCE), set(algorithms.ALGORITHMS))
+
+  @parameterized.parameters(*CONFORMANCE)
+  def test_algorithm_learns_sinusoids(self, name):
+    model = MLP(hidden=(40, 40))
+    learner = algorithms.make(name, model, mse, **CONFORMANCE[name])
+    family = SinusoidFamily()
+    meta_opt = optax.adam(1e-3) if name != 'reptile' else optax.sgd(0.5)
+    traces = []
+    if learner.outer_loss is not None:
+      fn = learner.outer_loss
+      learner = learner._replace(outer_loss=lambda *a: (traces.append(1), fn(*a))[1])
+    else:
+      fn = learner.meta_gradient
+      learner = learner._replace(meta_gradient=lambda *a: (traces.append(1), fn(*a))[1])
+    step = make_meta_train_step(learner, meta_opt)
+    held_out = family.sample(jax.random.PRNGKey(99), 200, 10, 50)
+    state = create_train_state(learner, meta_opt, KEY, helpers.first(held_out))
+
+    def query_mse(theta):
+      # The algorithm's own query loss (after adaptation; pooled for 'pretrained').
+      def one(task):
+        return task_meta_gradient(learner, theta, task, KEY)[1]['query_loss']
+      return float(jnp.mean(jax.vmap(one)(held_out)))
+
+    before = query_mse(state.theta)
+    traces.clear()
+    for i in range(300):
+      tasks = family.sample(jax.random.PRNGKey(i), 25, 10, 10)
+      state, metrics = step(state, tasks, jax.random.fold_in(KEY, i))
+    chex.assert_tree_all_finite((state.theta, metrics))
+    self.assertEqual(len(traces), 1)
+    self.assertEqual(int(state.step), 300)
+    self.assertEqual(int(state.nonfinite_step), -1)
+    after = query_mse(state.theta)
+    self.assertLess(after, 0.85 * before, f'{name}: query MSE {before:.3f} -> {after:.3f}')
+
+    # Adaptation lowers the support loss, at the meta-trained parameters.
+    def support_losses(task):
+      phi = learner.adapt(state.theta, task.support, KEY)
+      theta_model = state.theta['model']
+      return (split_loss(model, mse, theta_model, task.support),
+              split_loss(model, mse, phi, task.support))
+    pre, post = jax.vmap(support_losses)(held_out)
+    self.assertLess(float(jnp.mean(post)), float(jnp.mean(pre)))
