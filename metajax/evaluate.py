@@ -61,11 +61,16 @@ def evaluate(learner: MetaLearner, metric_fn: Callable, metric: str,
     values = per_task_metric(learner, metric_fn, theta, tasks, rng, steps)
     mean, ci95 = mean_ci95(values)
     records.append({'metric': metric, 'mean': mean, 'ci95': ci95,
-                    'num_tasks': int(values.size), 'inner_steps': int(steps)})
+                    'num_tasks': int(values.size), 'inner_steps': int(steps),
+                    'num_nonfinite': int(np.sum(~np.isfinite(values)))})
   return records
 
 
 def format_records(name: str, records: list[dict]) -> str:
-  cells = [f'{r["inner_steps"]:>2} steps: {r["mean"]:.4f} +- {r["ci95"]:.4f}'
-           for r in records]
+  cells = []
+  for r in records:
+    cell = f'{r["inner_steps"]:>2} steps: {r["mean"]:.4f} +- {r["ci95"]:.4f}'
+    if r.get('num_nonfinite'):
+      cell += f' (diverged on {r["num_nonfinite"]}/{r["num_tasks"]} tasks)'
+    cells.append(cell)
   return f'{name:<11}' + '   '.join(cells)

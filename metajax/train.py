@@ -27,6 +27,10 @@ from metajax.types import Array, Metrics, Params, PRNGKey, Task
 from metajax.writers import MetricWriter
 
 
+# The key of meta-step s is fold_in(state.rng, s); jitted, it costs one dispatch.
+step_key = jax.jit(jax.random.fold_in)
+
+
 class ConfigMismatchError(ValueError):
   """A workdir holds a run whose settings differ from the requested ones."""
 
@@ -214,8 +218,7 @@ def train_and_evaluate(config: Config, workdir: str,
   try:
     for step in range(start, config.num_steps):
       tasks = source.train_batch(step)
-      state, metrics = meta_train_step(state, tasks,
-                                       jax.random.fold_in(state.rng, step))
+      state, metrics = meta_train_step(state, tasks, step_key(state.rng, step))
       window.append(metrics)
       done = step + 1
       progress.update(1)

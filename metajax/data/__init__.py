@@ -6,6 +6,8 @@ uninterrupted one, and `eval_tasks(split, n)` gives the same held-out tasks to
 every run, whatever its training seed, so that runs compare on equal tasks.
 """
 
+import functools
+
 import jax
 
 from metajax.config import Config
@@ -30,7 +32,11 @@ class SinusoidSource:
     self._key = jax.random.PRNGKey(config.seed)
 
   def train_batch(self, step: int) -> Task:
-    key = jax.random.fold_in(self._key, step)
+    return self._train_batch(self._key, step)
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def _train_batch(self, key, step) -> Task:
+    key = jax.random.fold_in(key, step)
     return self.family.sample(key, self.batch_size, self.shots, self.query)
 
   def eval_tasks(self, split: str, num_tasks: int) -> Task:

@@ -1,0 +1,74 @@
+r"""Meta-training throughput: compile time, steps/s, tasks/s, peak memory.
+
+Takes the same flags as train.py; prints one JSON object. Steps/s is the
+median over `--windows` timed windows of `--window_steps` meta-steps each,
+after warm-up, each window ended by `block_until_ready`. Task batches are
+sampled before timing, so the figure is the compiled step alone.
+
+  python experiments/benchmark.py                       # MAML on sinusoid
+  python experiments/benchmark.py --algorithm=reptile --inner_steps=5
+"""
+
+import json
+import resource
+import statistics
+import sys
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+
+from metajax import builders
+from metajax import cli
+from metajax import train
+from metajax.config import meta_optimizer
+
+cli.define_config_flags()
+flags.DEFINE_integer('windows', 5, 'timed windows')
+flags.DEFINE_integer('window_steps', 200, 'meta-steps per window')
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  try:
+    config = cli.config_from_flags(FLAGS)
+  except ValueError as e:
+    sys.exit(f'error: {e}')
+  source, learner = builders.build(config)
+  optimizer = meta_optimizer(config)
+  state = train.create_train_state(learner, optimizer, jax.random.PRNGKey(config.seed),
+                                   source.example_task())
+  step = train.make_meta_train_step(learner, optimizer)
+  batches = [source.train_batch(i) for i in range(FLAGS.window_steps)]
+  keys = [jax.random.fold_in(state.rng, i) for i in range(FLAGS.window_steps)]
+
+  start = time.perf_counter()
+  state, metrics = step(state, batches[0], keys[0])
+  jax.block_until_ready((state, metrics))
+  compile_s = time.perf_counter() - start
+
+  rates = []
+  for _ in range(FLAGS.windows + 1):  # the first window is warm-up
+    start = time.perf_counter()
+    for tasks, key in zip(batches, keys):
+      state, metrics = step(state, tasks, key)
+    jax.block_until_ready((state, metrics))
+    rates.append(FLAGS.window_steps / (time.perf_counter() - start))
+  steps_per_s = statistics.median(rates[1:])
+  print(json.dumps({
+      'algorithm': config.algorithm, 'dataset': config.dataset,
+      'inner_steps': config.inner_steps, 'meta_batch_size': config.meta_batch_size,
+      'backend': jax.default_backend(), 'devices': jax.device_count(),
+      'steps_per_s': round(steps_per_s, 2),
+      'tasks_per_s': round(steps_per_s * config.meta_batch_size, 1),
+      'compile_s': round(compile_s, 2),
+      'peak_rss_mb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+  }))
+
+
+if __name__ == '__main__':
+  app.run(main)

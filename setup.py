@@ -1,0 +1,31 @@
+"""metajax: meta-learning and few-shot learning in JAX. Pure Python."""
+
+import os
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def requirements():
+  with open(os.path.join(HERE, 'requirements.txt')) as f:
+    return [line.strip() for line in f if line.strip() and not line.startswith('#')]
+
+
+setup(
+    name='metajax',
+    version='0.1.0',
+    description='Meta-learning (MAML, Reptile, ANIL, Meta-SGD, ...) and few-shot learning in JAX',
+    long_description=open(os.path.join(HERE, 'README.md')).read(),
+    long_description_content_type='text/markdown',
+    packages=find_packages(include=['metajax', 'metajax.*']),
+    python_requires='>=3.10',
+    install_requires=requirements(),
+    extras_require={
+        'test': ['pytest==9.2.0', 'pytest-xdist==3.8.0'],
+        # Side-by-side benchmarks. learn2learn 0.2.0 does not build from PyPI on
+        # Python 3.11; see ../shared/BENCHMARKS.md for its install steps.
+        'bench': ['torch==2.13.0'],
+    },
+    license='Apache-2.0',
+)

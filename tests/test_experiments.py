@@ -1,0 +1,116 @@
+"""The experiment scripts, run as a user runs them (subprocesses)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from absl.testing import parameterized
+
+from tests.conftest import REPO
+
+FAST = ['--num_steps=60', '--log_every=10', '--checkpoint_every=20', '--eval_tasks=50',
+        '--hidden=16,16', '--meta_batch_size=4', '--progress=false']
+
+
+def script(name, *args, **kwargs):
+  env = {**os.environ, 'PYTHONPATH': REPO + os.pathsep + os.environ.get('PYTHONPATH', '')}
+  return subprocess.run([sys.executable, os.path.join(REPO, 'experiments', name), *args],
+                        capture_output=True, text=True, env=env, timeout=600, **kwargs)
+
+
+def checkpoints(workdir):
+  path = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(path):
+    return []
+  return sorted(int(s) for s in os.listdir(path) if s.isdigit())
+
+
+class ScriptsTest(parameterized.TestCase):
+
+  def test_train_then_evaluate(self):
+    workdir = os.path.join(self.create_tempdir().full_path, 'run')
+    out = script('train.py', f'--workdir={workdir}', *FAST)
+    self.assertEqual(out.returncode, 0, out.stderr)
+    self.assertRegex(out.stdout, r'maml +0 steps: [\d.]+ \+- [\d.]+ +1 steps')
+    self.assertRegex(out.stdout, r'pretrained +0 steps')
+    self.assertTrue(os.path.getsize(os.path.join(workdir, 'sinusoid_adaptation.png')) > 10_000)
+    self.assertTrue(os.path.exists(os.path.join(workdir, 'pretrained', 'eval.json')))
+    with open(os.path.join(workdir, 'flags.txt')) as f:
+      self.assertIn('--algorithm=maml', f.read())
+
+    out = script('evaluate.py', f'--workdir={workdir}', '--num_tasks=30', '--inner_steps=0,2')
+    self.assertEqual(out.returncode, 0, out.stderr)
+    with open(os.path.join(workdir, 'eval.json')) as f:
+      records = json.load(f)
+    self.assertEqual([(r['inner_steps'], r['num_tasks'], r['metric']) for r in records],
+                     [(0, 30, 'mse'), (2, 30, 'mse')])
+    for r in records:
+      self.assertGreater(r['mean'], 0)
+      self.assertGreater(r['ci95'], 0)
+
+  def test_sigkill_and_resume_gives_the_same_final_metrics(self):
+    args = ['--num_steps=4000', '--checkpoint_every=100', '--log_every=100',
+            '--eval_tasks=100', '--baselines=', '--plot=false', '--progress=false']
+    reference = os.path.join(self.create_tempdir().full_path, 'ref')
+    out = script('train.py', f'--workdir={reference}', *args)
+    self.assertEqual(out.returncode, 0, out.stderr)
+
+    workdir = os.path.join(self.create_tempdir().full_path, 'killed')
+    env = {**os.environ, 'PYTHONPATH': REPO}
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, 'experiments', 'train.py'),
+                             f'--workdir={workdir}', *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not checkpoints(workdir) and proc.poll() is None:
+      time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = checkpoints(workdir)
+    self.assertEqual(proc.returncode, -signal.SIGKILL)
+    self.assertTrue(killed_at and killed_at[-1] < 4000, killed_at)
+    self.assertFalse(os.path.exists(os.path.join(workdir, 'eval.json')))
+
+    out = script('train.py', f'--workdir={workdir}', *args)
+    self.assertEqual(out.returncode, 0, out.stderr)
+    load = lambda d, name: open(os.path.join(d, name)).read()
+    self.assertEqual(json.loads(load(workdir, 'eval.json')),
+                     json.loads(load(reference, 'eval.json')))
+    rows = lambda d: [json.loads(l) for l in load(d, 'metrics.jsonl').splitlines()]
+    self.assertEqual(rows(workdir), rows(reference))  # every logged step, no duplicates
+
+  @parameterized.parameters(
+      (['--shots=0'], '--shots=0: must be a positive integer'),
+      (['--shots=-3'], '--shots=-3: must be a positive integer'),
+      (['--inner_steps=0'], '--inner_steps=0: must be a positive integer'),
+      (['--num_steps=-1'], '--num_steps=-1: must be a positive integer'),
+      (['--algorithm=mamll'], "--algorithm='mamll': choose one of maml"),
+      (['--inner_optimizer=lbfgs'], "--inner_optimizer='lbfgs': choose one of sgd"),
+      (['--meta_optimizer=adamm'], "--meta_optimizer='adamm': not an optax optimizer"),
+      (['--ways=5'], '--ways=5: sinusoid regression has no classes'),
+  )
+  def test_bad_flags_give_a_clear_error_and_write_nothing(self, args, message):
+    workdir = os.path.join(self.create_tempdir().full_path, 'run')
+    out = script('train.py', f'--workdir={workdir}', *args)
+    self.assertNotEqual(out.returncode, 0)
+    self.assertIn(message, out.stderr)
+    self.assertNotIn('Traceback', out.stderr)
+    self.assertFalse(os.path.exists(workdir))
+
+  def test_workdir_of_another_config_is_refused(self):
+    workdir = os.path.join(self.create_tempdir().full_path, 'run')
+    self.assertEqual(script('train.py', f'--workdir={workdir}', *FAST,
+                            '--baselines=').returncode, 0)
+    out = script('train.py', f'--workdir={workdir}', *FAST, '--algorithm=anil')
+    self.assertNotEqual(out.returncode, 0)
+    self.assertIn('--algorithm=maml there, anil here', out.stderr)
+
+  def test_huge_inner_lr_stops_with_a_non_finite_error(self):
+    workdir = os.path.join(self.create_tempdir().full_path, 'run')
+    out = script('train.py', f'--workdir={workdir}', *FAST, '--inner_lr=1e30',
+                 '--baselines=')
+    self.assertNotEqual(out.returncode, 0)
+    self.assertRegex(out.stderr, r'meta-gradient at meta-step 1 has a NaN or an infinity')
+    self.assertEqual(checkpoints(workdir), [])
