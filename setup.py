@@ -19,6 +19,7 @@ setup(
     long_description=open(os.path.join(HERE, 'README.md')).read(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['metajax', 'metajax.*']),
+    package_data={'metajax.data': ['splits/*.json']},
     python_requires='>=3.10',
     install_requires=requirements(),
     extras_require={

@@ -41,7 +41,7 @@ def main(argv):
   source, learner = builders.build(config)
   optimizer = meta_optimizer(config)
   state = train.create_train_state(learner, optimizer, jax.random.PRNGKey(config.seed),
-                                   source.example_task())
+                                   builders.example_task(config))
   step = train.make_meta_train_step(learner, optimizer)
   batches = [source.train_batch(i) for i in range(FLAGS.window_steps)]
   keys = [jax.random.fold_in(state.rng, i) for i in range(FLAGS.window_steps)]

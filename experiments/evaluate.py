@@ -11,6 +11,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from metajax import builders
 from metajax import evaluate
 from metajax import train
 
@@ -29,12 +30,13 @@ def main(argv):
   if FLAGS.num_tasks < 1:
     sys.exit(f'error: --num_tasks={FLAGS.num_tasks}: must be a positive integer')
   try:
-    config, source, learner, state = train.load_run(FLAGS.workdir, FLAGS.step)
+    config, learner, state = train.load_run(FLAGS.workdir, FLAGS.step)
     if FLAGS.inner_steps is not None:
       steps = tuple(int(s) for s in FLAGS.inner_steps)
       if any(s < 0 for s in steps):
         raise ValueError(f'--inner_steps={",".join(FLAGS.inner_steps)}: must be >= 0')
       config = config.replace(eval_inner_steps=steps)
+    source = builders.make_source(config)
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f'error: {e}')
   records = train.evaluate_state(config, source, learner, state.theta,

@@ -1,26 +1,51 @@
 """From a `Config` to the pieces of an experiment: source, model, learner."""
 
+import jax.numpy as jnp
+
 from metajax import algorithms
 from metajax.config import Config
-from metajax.data import make_source
+from metajax.data import accuracy, cross_entropy, make_source
+from metajax.data.sinusoid import mse
 from metajax.learner import MetaLearner
-from metajax.models import MLP
+from metajax.models import MLP, Conv4
+from metajax.types import Split, Task
+
+IMAGE_SHAPES = {'omniglot': (28, 28, 1)}
 
 
-def make_model(config: Config, source):
+def objective(config: Config):
+  """(loss_fn, metric_fn, metric name) of the dataset's tasks."""
   if config.dataset == 'sinusoid':
-    return MLP(hidden=config.hidden, out=source.output_size)
+    return mse, mse, 'mse'
+  return cross_entropy, accuracy, 'accuracy'
+
+
+def make_model(config: Config):
+  if config.dataset == 'sinusoid':
+    return MLP(hidden=config.hidden, out=1)
+  if config.dataset == 'omniglot':
+    return Conv4(out=config.num_ways, channels=(config.channels,) * 4)
   raise ValueError(f'--dataset={config.dataset!r} has no model')
 
 
-def make_learner(config: Config, source) -> MetaLearner:
+def make_learner(config: Config) -> MetaLearner:
   return algorithms.make(
-      config.algorithm, make_model(config, source), source.loss_fn,
+      config.algorithm, make_model(config), objective(config)[0],
       inner_lr=config.inner_lr, inner_steps=config.inner_steps,
       inner_optimizer=config.inner_optimizer, remat=config.remat)
 
 
-def build(config: Config):
+def example_task(config: Config) -> Task:
+  """A task of the right shapes (zeros), to initialise or restore parameters."""
+  if config.dataset == 'sinusoid':
+    x = jnp.zeros((config.shots, 1))
+    return Task(Split(x, x), Split(x, x))
+  n = config.num_ways * config.shots
+  shape = IMAGE_SHAPES[config.dataset]
+  labels = jnp.zeros((n,), jnp.int32)
+  return Task(Split(jnp.zeros((n,) + shape), labels), Split(jnp.zeros((n,) + shape), labels))
+
+
+def build(config: Config, show_progress: bool = True):
   """(source, learner) for a validated config."""
-  source = make_source(config)
-  return source, make_learner(config, source)
+  return make_source(config, show_progress), make_learner(config)

@@ -13,8 +13,8 @@ from absl import flags
 from metajax.config import Config
 
 HELP = {
-    'algorithm': 'maml | fomaml | reptile | anil | metasgd | pretrained',
-    'dataset': 'sinusoid',
+    'algorithm': 'maml | fomaml | reptile | anil | metasgd | pretrained | protonet',
+    'dataset': 'sinusoid | omniglot',
     'ways': 'classes per task (N); unset for regression',
     'shots': 'support examples per class (K)',
     'query': 'query examples per class (default: = shots)',
@@ -34,7 +34,15 @@ HELP = {
     'max_checkpoints': 'checkpoints kept in the workdir',
     'eval_tasks': 'held-out tasks in each evaluation',
     'eval_inner_steps': 'inner-step counts to evaluate after',
-    'eval_query': 'query points per evaluation task (default: 100 for sinusoid)',
+    'eval_query': 'query examples per class in evaluation tasks (default: 100 points for '
+                  'sinusoid, --query otherwise)',
+    'data_dir': 'folder of the Omniglot zips or their extracted folders (default: '
+                '$METAJAX_OMNIGLOT_DIR, else ~/.cache/metajax/omniglot, downloaded if missing)',
+    'split': 'Omniglot class split: vinyals (1100/100/423 characters, rotations) | lake '
+             '(background / evaluation)',
+    'rotations': 'rotations by 90/180/270 degrees as new classes (default: on for vinyals)',
+    'train_ways': 'ways of training episodes, e.g. 60 for ProtoNets (default: --ways)',
+    'channels': 'filters per block of Conv4',
 }
 
 

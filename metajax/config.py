@@ -13,14 +13,16 @@ import optax
 
 from metajax.inner import INNER_OPTIMIZERS
 
-DATASETS = ('sinusoid',)
-ALGORITHM_NAMES = ('maml', 'fomaml', 'reptile', 'anil', 'metasgd', 'pretrained')
+DATASETS = ('sinusoid', 'omniglot')
+ALGORITHM_NAMES = ('maml', 'fomaml', 'reptile', 'anil', 'metasgd', 'pretrained',
+                   'protonet')
+SPLITS = ('vinyals', 'lake')
 
 # Fields that may change when a run is resumed: they change how long it runs or
 # what it logs, never what one step computes.
 RESUMABLE_FIELDS = frozenset({
     'num_steps', 'eval_every', 'checkpoint_every', 'log_every', 'eval_tasks',
-    'eval_inner_steps', 'eval_query', 'max_checkpoints',
+    'eval_inner_steps', 'eval_query', 'max_checkpoints', 'data_dir',
 })
 
 
@@ -49,20 +51,42 @@ class Config:
   eval_tasks: int = 600
   eval_inner_steps: tuple[int, ...] = (0, 1, 10)
   eval_query: Optional[int] = None  # query points per eval task (None: dataset's)
+  # Few-shot classification.
+  data_dir: Optional[str] = None   # None: $METAJAX_OMNIGLOT_DIR or ~/.cache/metajax/omniglot
+  split: str = 'vinyals'
+  rotations: Optional[bool] = None  # None: on for vinyals, off for lake
+  train_ways: Optional[int] = None  # ways of training episodes (ProtoNets); None: = ways
+  channels: int = 64                # filters per block of Conv4
 
   def __post_init__(self):
     for name in ('hidden', 'eval_inner_steps'):
       object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
 
   @property
+  def num_ways(self) -> int:
+    if self.ways is not None:
+      return self.ways
+    return 1 if self.dataset == 'sinusoid' else 5
+
+  @property
+  def num_train_ways(self) -> int:
+    return self.num_ways if self.train_ways is None else self.train_ways
+
+  @property
   def num_query(self) -> int:
-    return self.shots if self.query is None else self.query
+    if self.query is not None:
+      return self.query
+    return self.shots if self.dataset == 'sinusoid' else 15
 
   @property
   def num_eval_query(self) -> int:
     if self.eval_query is not None:
       return self.eval_query
     return 100 if self.dataset == 'sinusoid' else self.num_query
+
+  @property
+  def use_rotations(self) -> bool:
+    return self.split == 'vinyals' if self.rotations is None else self.rotations
 
   def replace(self, **changes) -> 'Config':
     return dataclasses.replace(self, **changes)
@@ -116,8 +140,24 @@ class Config:
     if not self.hidden or any(h < 1 for h in self.hidden):
       fail('hidden', ','.join(map(str, self.hidden)),
            'must be a non-empty list of positive widths')
-    if self.dataset == 'sinusoid' and self.ways not in (None, 1):
-      fail('ways', self.ways, 'sinusoid regression has no classes; leave --ways unset')
+    if self.dataset == 'sinusoid':
+      if self.ways not in (None, 1):
+        fail('ways', self.ways, 'sinusoid regression has no classes; leave --ways unset')
+      if self.algorithm == 'protonet':
+        fail('algorithm', self.algorithm, 'Prototypical Networks need classes, not sinusoid')
+    else:
+      if self.num_ways < 2:
+        fail('ways', self.ways, 'a classification task needs at least 2 classes')
+      if self.train_ways is not None and self.train_ways < 2:
+        fail('train_ways', self.train_ways, 'a classification task needs at least 2 classes')
+      if self.split not in SPLITS:
+        fail('split', self.split, f'choose one of {", ".join(SPLITS)}')
+      if self.channels < 1:
+        fail('channels', self.channels, 'must be a positive integer')
+    if self.num_train_ways != self.num_ways and self.algorithm != 'protonet':
+      fail('train_ways', self.train_ways,
+           f'only protonet can train with other ways than it tests (--ways={self.num_ways}): '
+           f'{self.algorithm} has an {self.num_ways}-way head')
     return self
 
 

@@ -6,7 +6,7 @@ interval, 1.96 * std / sqrt(n).
 """
 
 import functools
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -37,28 +37,34 @@ def _per_task(learner: MetaLearner, metric_fn, num_steps: int, theta: Params,
 
 
 def per_task_metric(learner: MetaLearner, metric_fn: Callable, theta: Params,
-                    tasks: Task, rng: PRNGKey, num_steps: int,
-                    chunk_size: int = 1000) -> np.ndarray:
-  """The metric of every task after `num_steps` inner steps, shape [num_tasks]."""
-  num_tasks = jax.tree.leaves(tasks)[0].shape[0]
-  keys = jax.random.split(rng, num_tasks)
-  out = []
-  for start in range(0, num_tasks, chunk_size):
-    chunk = jax.tree.map(lambda v: v[start:start + chunk_size], tasks)
-    out.append(np.asarray(_per_task(learner, metric_fn, num_steps, theta,
-                                    chunk, keys[start:start + chunk_size])))
+                    task_batches: Iterable[Task], rng: PRNGKey,
+                    num_steps: int) -> np.ndarray:
+  """The metric of every task after `num_steps` inner steps, shape [num_tasks].
+
+  `task_batches` yields batches of tasks (chunks bound the memory in use);
+  task i gets the key `fold_in(rng, i)`.
+  """
+  out, seen = [], 0
+  for tasks in task_batches:
+    n = jax.tree.leaves(tasks)[0].shape[0]
+    keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(jnp.arange(seen, seen + n))
+    out.append(np.asarray(_per_task(learner, metric_fn, num_steps, theta, tasks, keys)))
+    seen += n
   return np.concatenate(out)
 
 
 def evaluate(learner: MetaLearner, metric_fn: Callable, metric: str,
-             theta: Params, tasks: Task, rng: PRNGKey,
+             theta: Params, task_batches: Callable[[], Iterable[Task]], rng: PRNGKey,
              inner_steps: Sequence[int]) -> list[dict]:
-  """One record per inner-step count: metric, mean, ci95, num_tasks, inner_steps."""
+  """One record per inner-step count: metric, mean, ci95, num_tasks, inner_steps.
+
+  `task_batches()` gives a fresh iterable over the same held-out tasks for
+  each inner-step count. A learner with no inner loop (`adapts=False`) gets
+  one record, inner_steps 0.
+  """
   records = []
-  for steps in inner_steps:
-    if steps == 0 and not learner.adapts:
-      continue
-    values = per_task_metric(learner, metric_fn, theta, tasks, rng, steps)
+  for steps in (inner_steps if learner.adapts else (0,)):
+    values = per_task_metric(learner, metric_fn, theta, task_batches(), rng, steps)
     mean, ci95 = mean_ci95(values)
     records.append({'metric': metric, 'mean': mean, 'ci95': ci95,
                     'num_tasks': int(values.size), 'inner_steps': int(steps),

@@ -166,9 +166,11 @@ def _check_finite(state: TrainState, checkpointer: Checkpointer) -> None:
 def evaluate_state(config: Config, source, learner: MetaLearner,
                    theta: Params, split: str = 'test',
                    num_tasks: Optional[int] = None) -> list[dict]:
-  tasks = source.eval_tasks(split, num_tasks or config.eval_tasks)
+  num_tasks = num_tasks or config.eval_tasks
+  _, metric_fn, metric = builders.objective(config)
   records = evaluation.evaluate(
-      learner, source.metric_fn, source.metric, theta, tasks,
+      learner, metric_fn, metric, theta,
+      lambda: source.eval_batches(split, num_tasks),
       jax.random.PRNGKey(0), config.eval_inner_steps)
   for r in records:
     r.update(split=split, algorithm=config.algorithm, dataset=config.dataset)
@@ -197,7 +199,7 @@ def train_and_evaluate(config: Config, workdir: str,
     f.write(config.to_json())
 
   state = create_train_state(learner, optimizer, jax.random.PRNGKey(config.seed),
-                             source.example_task())
+                             builders.example_task(config))
   checkpointer = Checkpointer(workdir, config.max_checkpoints)
   if checkpointer.latest_step() is not None:
     try:
@@ -216,8 +218,8 @@ def train_and_evaluate(config: Config, workdir: str,
                        desc=f'{config.algorithm} on {config.dataset}',
                        disable=not show_progress, mininterval=2.0)
   try:
-    for step in range(start, config.num_steps):
-      tasks = source.train_batch(step)
+    batches = source.batches(start, config.num_steps)
+    for step, tasks in zip(range(start, config.num_steps), batches):
       state, metrics = meta_train_step(state, tasks, step_key(state.rng, step))
       window.append(metrics)
       done = step + 1
@@ -249,19 +251,22 @@ def train_and_evaluate(config: Config, workdir: str,
 
 
 def load_run(workdir: str, step: Optional[int] = None):
-  """(config, source, learner, state) of a trained run, from its last checkpoint."""
+  """(config, learner, state) of a trained run, from its last checkpoint.
+
+  Needs no data: only the run directory.
+  """
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     raise FileNotFoundError(f'--workdir={workdir} holds no run (no config.json)')
   with open(path) as f:
     config = Config.from_dict(json.load(f)).validate()
-  source, learner = builders.build(config)
+  learner = builders.make_learner(config)
   state = create_train_state(learner, meta_optimizer(config),
                              jax.random.PRNGKey(config.seed),
-                             source.example_task())
+                             builders.example_task(config))
   checkpointer = Checkpointer(workdir, config.max_checkpoints)
   if checkpointer.latest_step() is None:
     raise FileNotFoundError(f'--workdir={workdir} holds no checkpoint')
   state = checkpointer.restore(state, step)
   checkpointer.close()
-  return config, source, learner, state
+  return config, learner, state

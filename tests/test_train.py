@@ -150,7 +150,7 @@ class TrainLoopTest(parameterized.TestCase):
       builders.build = real_build
     checkpointer = Checkpointer(workdir)
     self.assertEqual(checkpointer.latest_step(), 20)
-    config_, source, learner, state = train.load_run(workdir)
+    config_, learner, state = train.load_run(workdir)
     self.assertEqual(int(state.step), 20)
     self.assertEqual(int(state.nonfinite_step), -1)
     chex.assert_tree_all_finite(state.theta)

@@ -4,6 +4,7 @@ from typing import Callable
 
 from metajax.algorithms.maml import anil, fomaml, maml, metasgd
 from metajax.algorithms.pretrained import pretrained
+from metajax.algorithms.protonet import protonet
 from metajax.algorithms.reptile import reptile
 from metajax.learner import MetaLearner
 
@@ -14,6 +15,7 @@ ALGORITHMS: dict[str, Callable[..., MetaLearner]] = {
     'anil': anil,
     'metasgd': metasgd,
     'pretrained': pretrained,
+    'protonet': protonet,
 }
 
 
@@ -26,4 +28,4 @@ def make(name: str, model, loss_fn, **kwargs) -> MetaLearner:
 
 
 __all__ = ['ALGORITHMS', 'make', 'maml', 'fomaml', 'anil', 'metasgd',
-           'reptile', 'pretrained']
+           'reptile', 'pretrained', 'protonet']

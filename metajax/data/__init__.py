@@ -1,27 +1,38 @@
 """Task sources: everything the training loop needs to know about a dataset.
 
-A source gives deterministic batches of tasks: `train_batch(step)` depends only
-on the seed and the step, so a resumed run sees the same tasks as an
-uninterrupted one, and `eval_tasks(split, n)` gives the same held-out tasks to
-every run, whatever its training seed, so that runs compare on equal tasks.
+A source gives deterministic batches of tasks: `batches(start, stop)` yields
+the batches of those steps, each a function of the seed and the step alone, so
+a resumed run sees the same tasks as an uninterrupted one; `eval_batches(split,
+n)` yields n held-out tasks in chunks, the same for every run whatever its
+training seed, so that runs compare on equal tasks.
 """
 
 import functools
+from typing import Iterator
 
 import jax
+import jax.numpy as jnp
+import optax
 
 from metajax.config import Config
-from metajax.data.sinusoid import SinusoidFamily, mse
+from metajax.data import episodes, omniglot, splits
+from metajax.data.sinusoid import SinusoidFamily
 from metajax.types import Array, Task
 
 _EVAL_SEEDS = {'val': 1_000_001, 'test': 2_000_003}
 
 
+def cross_entropy(logits: Array, labels: Array) -> Array:
+  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
+
+def accuracy(logits: Array, labels: Array) -> Array:
+  return jnp.mean(jnp.argmax(logits, -1) == labels)
+
+
 class SinusoidSource:
   """Sinusoid regression tasks with K support and Q query points."""
-  metric = 'mse'
-  loss_fn = staticmethod(mse)
-  output_size = 1
+  eval_chunk = 1000
 
   def __init__(self, config: Config):
     self.family = SinusoidFamily()
@@ -39,19 +50,49 @@ class SinusoidSource:
     key = jax.random.fold_in(key, step)
     return self.family.sample(key, self.batch_size, self.shots, self.query)
 
+  def batches(self, start: int, stop: int) -> Iterator[Task]:
+    return (self.train_batch(step) for step in range(start, stop))
+
   def eval_tasks(self, split: str, num_tasks: int) -> Task:
     key = jax.random.PRNGKey(_EVAL_SEEDS[split])
     return self.family.sample(key, num_tasks, self.shots, self.eval_query)
 
-  def example_task(self) -> Task:
-    return jax.tree.map(lambda v: v[0], self.train_batch(0))
+  def eval_batches(self, split: str, num_tasks: int) -> Iterator[Task]:
+    tasks = self.eval_tasks(split, num_tasks)
+    for start in range(0, num_tasks, self.eval_chunk):
+      yield jax.tree.map(lambda v: v[start:start + self.eval_chunk], tasks)
 
-  @staticmethod
-  def metric_fn(predictions: Array, targets: Array) -> Array:
-    return mse(predictions, targets)
+class OmniglotSource:
+  """N-way K-shot Omniglot episodes (28x28, strokes = 1) from a class split."""
+  eval_chunk = 50
+
+  def __init__(self, config: Config, show_progress: bool = True):
+    data = omniglot.load(config.data_dir, show_progress=show_progress)
+    self.batch_size = config.meta_batch_size
+    make = lambda subset, ways, query, seed: episodes.EpisodeSampler(
+        data.images, splits.classes(data.characters, config.split, subset,
+                                    config.use_rotations),
+        ways, config.shots, query, seed, name=f'{config.split} {subset}')
+    self.train = make('train', config.num_train_ways, config.num_query, config.seed)
+    self.held_out = {
+        'val': make('val', config.num_ways, config.num_eval_query, _EVAL_SEEDS['val']),
+        'test': make('test', config.num_ways, config.num_eval_query, _EVAL_SEEDS['test'])}
+
+  def train_batch(self, step: int) -> Task:
+    return self.train.batch(step, self.batch_size)
+
+  def batches(self, start: int, stop: int) -> Iterator[Task]:
+    return episodes.prefetch(self.train_batch, start, stop)
+
+  def eval_batches(self, split: str, num_tasks: int) -> Iterator[Task]:
+    sampler = self.held_out[split]
+    for index, start in enumerate(range(0, num_tasks, self.eval_chunk)):
+      yield sampler.batch(index, min(self.eval_chunk, num_tasks - start))
 
 
-def make_source(config: Config):
+def make_source(config: Config, show_progress: bool = True):
   if config.dataset == 'sinusoid':
     return SinusoidSource(config)
+  if config.dataset == 'omniglot':
+    return OmniglotSource(config, show_progress)
   raise ValueError(f'--dataset={config.dataset!r} is not known')

@@ -1,5 +1,6 @@
 """Flax models. Each has a submodule `head` and methods `embed` and `classify`."""
 
+from metajax.models.conv import BatchStatNorm, Conv4
 from metajax.models.mlp import MLP
 
-__all__ = ['MLP']
+__all__ = ['BatchStatNorm', 'Conv4', 'MLP']

@@ -1,0 +1,100 @@
+"""N-way K-shot episode sampling on the host (numpy), seeded and prefetched.
+
+An episode picks N classes without replacement, gives them the labels
+0..N-1 in random order, and draws K support and Q query images per class with
+no image in both. A class is a (character, rotation) pair, so rotated copies
+of a character are separate classes and the rotation is applied per class.
+Batch `step` of a sampler depends only on (seed, step): a resumed run sees the
+same episodes as an uninterrupted one.
+"""
+
+import queue
+import threading
+from typing import Callable, Iterator
+
+import numpy as np
+
+from metajax.types import Split, Task
+
+
+class EpisodeSampler:
+  """Episodes from `images[character, drawing]` and a list of classes.
+
+  Args:
+    images: uint8 [num_characters, drawings, H, W] (or [..., H, W, C]).
+    classes: int [num_classes, 2]: (character index, quarter turns).
+    ways, shots, query: N, K and Q.
+    seed: seed of this sampler's episodes.
+    name: the split's name, for error messages.
+  """
+
+  def __init__(self, images: np.ndarray, classes: np.ndarray, ways: int, shots: int,
+               query: int, seed: int, name: str = 'train'):
+    drawings = images.shape[1]
+    if ways > len(classes):
+      raise ValueError(f'--ways={ways}: the {name} split has only {len(classes)} classes')
+    if shots + query > drawings:
+      raise ValueError(f'--shots={shots} plus --query={query} is {shots + query} images '
+                       f'per class, but each class has only {drawings}')
+    self.images, self.classes = images, np.asarray(classes)
+    self.ways, self.shots, self.query, self.seed = ways, shots, query, seed
+
+  def episode(self, rng: np.random.Generator) -> Task:
+    n, k, q = self.ways, self.shots, self.query
+    chosen = self.classes[rng.choice(len(self.classes), n, replace=False)]
+    drawings = rng.random((n, self.images.shape[1])).argsort(axis=1)[:, :k + q]
+    x = self.images[chosen[:, :1], drawings]  # [n, k + q, H, W, ...]
+    for i, turns in enumerate(chosen[:, 1]):
+      if turns:
+        x[i] = np.rot90(x[i], turns, axes=(1, 2))
+    x = x.astype(np.float32) / 255.0
+    if x.ndim == 4:
+      x = x[..., None]
+    labels = np.repeat(np.arange(n, dtype=np.int32)[:, None], k + q, axis=1)
+    flat = lambda a: a.reshape((-1,) + a.shape[2:])
+    return Task(Split(flat(x[:, :k]), flat(labels[:, :k])),
+                Split(flat(x[:, k:]), flat(labels[:, k:])))
+
+  def batch(self, index: int, num_tasks: int) -> Task:
+    """Batch `index`: `num_tasks` episodes stacked on a leading axis."""
+    rng = np.random.default_rng([self.seed, index])
+    episodes = [self.episode(rng) for _ in range(num_tasks)]
+    return stack(episodes)
+
+
+def stack(tasks: list[Task]) -> Task:
+  return Task(*(Split(*(np.stack(leaves) for leaves in zip(*splits)))
+                for splits in zip(*tasks)))
+
+
+def prefetch(make: Callable[[int], Task], start: int, stop: int,
+             depth: int = 3) -> Iterator[Task]:
+  """Yields make(start), ..., make(stop - 1), computed in a background thread."""
+  buffer: queue.Queue = queue.Queue(maxsize=depth)
+  done = threading.Event()
+
+  def worker():
+    try:
+      for index in range(start, stop):
+        item = make(index)
+        while not done.is_set():
+          try:
+            buffer.put(item, timeout=0.1)
+            break
+          except queue.Full:
+            continue
+        if done.is_set():
+          return
+    except BaseException as e:  # re-raised in the consumer
+      buffer.put(e)
+
+  thread = threading.Thread(target=worker, daemon=True)
+  thread.start()
+  try:
+    for _ in range(start, stop):
+      item = buffer.get()
+      if isinstance(item, BaseException):
+        raise item
+      yield item
+  finally:
+    done.set()

@@ -1,0 +1,71 @@
+"""Conv4, the four-block convolutional network of MAML and Prototypical Networks."""
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from metajax.types import Array
+
+
+class BatchStatNorm(nn.Module):
+  """Batch normalisation that always uses the statistics of the batch at hand.
+
+  This is the usual (transductive) setting of MAML: the support set is
+  normalised with its own statistics during adaptation and the query set with
+  its own, so adaptation carries no mutable running averages and the model is
+  a pure function `apply(params, x)`. Learnable per-channel scale and bias.
+  """
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(x, axes)
+    var = jnp.mean(jnp.square(x - mean), axes)
+    scale = self.param('scale', nn.initializers.ones, (x.shape[-1],), x.dtype)
+    bias = self.param('bias', nn.initializers.zeros, (x.shape[-1],), x.dtype)
+    return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+
+
+def max_pool_2x2(x: Array) -> Array:
+  """2x2 max-pool, stride 2, odd edges dropped (as `nn.max_pool`, VALID).
+
+  Written as a reshape and a max: on XLA's CPU backend its backward pass is
+  about 30% of a Conv4 step faster than `reduce_window`'s select-and-scatter.
+  """
+  h, w = x.shape[-3] // 2 * 2, x.shape[-2] // 2 * 2
+  x = x[..., :h, :w, :]
+  return x.reshape(x.shape[:-3] + (h // 2, 2, w // 2, 2, x.shape[-1])).max(axis=(-4, -2))
+
+
+class Conv4(nn.Module):
+  """4 x [3x3 conv, batch norm (batch statistics), ReLU, 2x2 max-pool], then a head.
+
+  With 64 channels on 28x28 Omniglot the features are 64-dimensional (28 -> 14
+  -> 7 -> 3 -> 1); with 32 channels on 84x84 miniImageNet, 800-dimensional.
+
+  Attributes:
+    out: classes of the linear head (N).
+    channels: filters per block.
+  """
+  out: int = 5
+  channels: Sequence[int] = (64, 64, 64, 64)
+
+  def setup(self):
+    self.convs = [nn.Conv(c, (3, 3), padding='SAME') for c in self.channels]
+    self.norms = [BatchStatNorm() for _ in self.channels]
+    self.head = nn.Dense(self.out)
+
+  def embed(self, x: Array) -> Array:
+    for conv, norm in zip(self.convs, self.norms):
+      x = jax.nn.relu(norm(conv(x)))
+      x = max_pool_2x2(x)
+    return x.reshape(x.shape[:-3] + (-1,))
+
+  def classify(self, features: Array) -> Array:
+    return self.head(features)
+
+  def __call__(self, x: Array) -> Array:
+    return self.classify(self.embed(x))

@@ -1,0 +1,249 @@
+"""Omniglot loading, caching, downloading, splits and episode sampling."""
+
+import functools
+import hashlib
+import http.server
+import io
+import json
+import os
+import threading
+import zipfile
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import numpy as np
+import pytest
+
+from metajax.data import episodes, omniglot, splits
+
+DATA_DIR = os.environ.get(omniglot.ENV_DATA_DIR)
+HAVE_DATA = bool(DATA_DIR) and all(
+    os.path.isfile(os.path.join(DATA_DIR, a)) for a in omniglot.ARCHIVES)
+needs_data = pytest.mark.skipif(
+    not HAVE_DATA, reason=f'real Omniglot not found: set ${omniglot.ENV_DATA_DIR} to the '
+    'folder holding images_background.zip and images_evaluation.zip')
+
+
+def make_subset(data_dir, out_dir, alphabets=2, extract=False):
+  """Official-layout zips (or folders) holding the first `alphabets` alphabets of each set."""
+  os.makedirs(out_dir, exist_ok=True)
+  for archive in omniglot.ARCHIVES:
+    with zipfile.ZipFile(os.path.join(data_dir, archive)) as src:
+      names = sorted(n for n in src.namelist() if n.endswith('.png'))
+      keep = sorted({n.split('/')[1] for n in names})[:alphabets]
+      names = [n for n in names if n.split('/')[1] in keep]
+      if extract:
+        src.extractall(out_dir, members=names)
+      else:
+        with zipfile.ZipFile(os.path.join(out_dir, archive), 'w') as dst:
+          for n in names:
+            dst.writestr(n, src.read(n))
+  return out_dir
+
+
+@needs_data
+class SourceTest(parameterized.TestCase):
+
+  def test_zip_and_folder_give_identical_arrays(self):
+    tmp = self.create_tempdir().full_path
+    zips = make_subset(DATA_DIR, os.path.join(tmp, 'zips'))
+    folders = make_subset(DATA_DIR, os.path.join(tmp, 'folders'), extract=True)
+    a = omniglot.load(zips, cache_dir=os.path.join(tmp, 'c1'), show_progress=False)
+    b = omniglot.load(folders, cache_dir=os.path.join(tmp, 'c2'), show_progress=False)
+    np.testing.assert_array_equal(a.images, b.images)
+    self.assertEqual(a.characters, b.characters)
+    self.assertEqual(a.images.dtype, np.uint8)
+    self.assertEqual(a.images.shape[1:], (20, 28, 28))
+    # Strokes are 1 (bright) on a dark background, anti-aliased to grey levels.
+    self.assertLess(a.images.mean(), 64)
+    self.assertGreater(len(np.unique(a.images)), 50)
+
+  def test_cache_is_used_then_rebuilt_when_the_source_changes(self):
+    tmp = self.create_tempdir().full_path
+    data_dir = make_subset(DATA_DIR, os.path.join(tmp, 'data'), alphabets=1)
+    cache = os.path.join(tmp, 'cache')
+    first = omniglot.load(data_dir, cache_dir=cache, show_progress=False)
+    self.assertLen(os.listdir(cache), 1)
+    with absltest.mock.patch.object(omniglot, '_read_set', side_effect=AssertionError('rebuilt')):
+      again = omniglot.load(data_dir, cache_dir=cache, show_progress=False)
+    np.testing.assert_array_equal(first.images, again.images)
+    make_subset(DATA_DIR, data_dir, alphabets=2)  # the source changes
+    changed = omniglot.load(data_dir, cache_dir=cache, show_progress=False)
+    self.assertGreater(len(changed.characters), len(first.characters))
+    self.assertNotEqual(changed.fingerprint, first.fingerprint)
+
+  @parameterized.parameters('truncate', 'garble')
+  def test_corrupt_archive_is_a_clear_error_and_builds_no_cache(self, how):
+    tmp = self.create_tempdir().full_path
+    data_dir = make_subset(DATA_DIR, os.path.join(tmp, 'data'), alphabets=1)
+    path = os.path.join(data_dir, 'images_background.zip')
+    raw = open(path, 'rb').read()
+    if how == 'truncate':
+      raw = raw[:len(raw) // 2]
+    else:
+      middle = len(raw) // 3
+      raw = raw[:middle] + bytes(4096) + raw[middle + 4096:]
+    open(path, 'wb').write(raw)
+    cache = os.path.join(tmp, 'cache')
+    with self.assertRaisesRegex(ValueError, r'images_background.zip .*(truncated|corrupt)'):
+      omniglot.load(data_dir, cache_dir=cache, show_progress=False)
+    self.assertFalse(os.path.exists(cache) and os.listdir(cache))
+
+  def test_download_from_a_local_server(self):
+    tmp = self.create_tempdir().full_path
+    served = make_subset(DATA_DIR, os.path.join(tmp, 'served'), alphabets=1)
+    handler = functools.partial(_QuietHandler, directory=served)
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+      url = f'http://127.0.0.1:{server.server_address[1]}/'
+      target = os.path.join(tmp, 'downloaded')
+      omniglot.download(target, url=url, show_progress=False)
+    finally:
+      server.shutdown()
+    for archive in omniglot.ARCHIVES:
+      self.assertEqual(_sha(os.path.join(target, archive)), _sha(os.path.join(served, archive)))
+    self.assertEqual(sorted(os.listdir(target)), sorted(omniglot.ARCHIVES))
+
+
+class OfflineTest(parameterized.TestCase):
+
+  def test_missing_files_offline_name_the_files_and_folder(self):
+    target = os.path.join(self.create_tempdir().full_path, 'nothing')
+    with self.assertRaisesRegex(FileNotFoundError,
+                                r'images_background.zip and images_evaluation.zip.*' + target):
+      omniglot.download(target, url='http://127.0.0.1:9/', show_progress=False)
+    self.assertEqual(os.listdir(target), [])
+
+  def test_missing_files_without_download(self):
+    target = self.create_tempdir().full_path
+    with self.assertRaisesRegex(FileNotFoundError, 'not in --data_dir=' + target):
+      omniglot.load(target, download_missing=False)
+
+
+class SplitTest(absltest.TestCase):
+
+  def test_vinyals_split_is_fixed_disjoint_and_complete(self):
+    split = splits.vinyals_characters()
+    self.assertEqual({k: len(v) for k, v in split.items()},
+                     {'train': 1100, 'val': 100, 'test': 423})
+    everything = split['train'] + split['val'] + split['test']
+    self.assertLen(set(everything), 1623)
+    self.assertEqual(sum(c.startswith('background/') for c in everything), 964)
+    with open(splits.SPLIT_FILE) as f:
+      self.assertEqual(json.load(f)['sha256'],
+                       'd562358ef1be8d3f4a4ea15c72bebb6f70ac97ce3d46f9719778795dfb9b672e')
+
+  def test_classes_are_rotated_characters(self):
+    characters = sorted(splits.vinyals_characters()['train'] + splits.vinyals_characters()['val']
+                        + splits.vinyals_characters()['test'])
+    rotated = splits.classes(characters, 'vinyals', 'test', rotations=True)
+    plain = splits.classes(characters, 'vinyals', 'test', rotations=False)
+    self.assertEqual(rotated.shape, (423 * 4, 2))
+    self.assertEqual(plain.shape, (423, 2))
+    self.assertEqual(sorted(set(rotated[:, 1])), [0, 1, 2, 3])
+    lake = {s: splits.classes(characters, 'lake', s, False) for s in splits.SUBSETS}
+    self.assertEqual([len(lake[s]) for s in splits.SUBSETS], [864, 100, 659])
+
+
+def fake_images(characters=30, drawings=20):
+  """Image c, d holds c in pixel (0, 0), d in pixel (0, 1), and an L-shaped mark."""
+  images = np.zeros((characters, drawings, 8, 8), np.uint8)
+  for c in range(characters):
+    for d in range(drawings):
+      images[c, d, 0, 0], images[c, d, 0, 1] = c, d
+      images[c, d, 5:, 6] = 255
+      images[c, d, 7, 3:7] = 255
+  return images
+
+
+class SamplerTest(parameterized.TestCase):
+
+  def sampler(self, ways=5, shots=2, query=3, rotations=True, seed=0):
+    turns = np.arange(4) if rotations else np.zeros(1, int)
+    classes = np.stack(np.meshgrid(np.arange(30), turns, indexing='ij'), -1).reshape(-1, 2)
+    return episodes.EpisodeSampler(fake_images(), classes, ways, shots, query, seed)
+
+  def identify(self, x):
+    """(character, drawing, quarter turns) of each float image [n, 8, 8, 1]."""
+    out = []
+    for image in np.round(x[..., 0] * 255).astype(int):
+      for turns in range(4):
+        canonical = np.rot90(image, -turns)
+        if canonical[7, 3:7].min() == 255 and canonical[5:, 6].min() == 255:
+          out.append((canonical[0, 0], canonical[0, 1], turns))
+          break
+    return out
+
+  def test_episode_structure(self):
+    task = episodes.stack([self.sampler().episode(np.random.default_rng(i)) for i in range(20)])
+    self.assertEqual(task.support.x.shape, (20, 10, 8, 8, 1))
+    self.assertEqual(task.query.x.shape, (20, 15, 8, 8, 1))
+    seen_rotation_mixes = 0
+    for t in range(20):
+      np.testing.assert_array_equal(np.bincount(task.support.y[t]), [2] * 5)
+      np.testing.assert_array_equal(np.bincount(task.query.y[t]), [3] * 5)
+      support = self.identify(task.support.x[t])
+      query = self.identify(task.query.x[t])
+      self.assertLen(support, 10)
+      self.assertLen(query, 15)
+      by_label = {}
+      for (c, d, r), y in zip(support + query, np.concatenate([task.support.y[t], task.query.y[t]])):
+        by_label.setdefault(int(y), set()).add((c, r))
+      # Each label is one class: one character, one rotation (per class, not per task).
+      self.assertTrue(all(len(v) == 1 for v in by_label.values()))
+      self.assertLen({next(iter(v)) for v in by_label.values()}, 5)  # distinct classes
+      seen_rotation_mixes += len({next(iter(v))[1] for v in by_label.values()}) > 1
+      # No image is in both the support and the query set. (A drawing may recur
+      # rotated: a rotated character is another class.)
+      self.assertFalse(set(support) & set(query))
+      self.assertLen(set(support) | set(query), 25)
+    self.assertGreater(seen_rotation_mixes, 10)
+
+  def test_labels_are_remapped_at_random(self):
+    sampler = self.sampler(rotations=False)
+    label_of_character = {}
+    for i in range(50):
+      task = sampler.episode(np.random.default_rng(i))
+      for (c, _, _), y in zip(self.identify(task.support.x), task.support.y):
+        label_of_character.setdefault(c, set()).add(int(y))
+    self.assertTrue(any(len(v) > 1 for v in label_of_character.values()))
+
+  def test_batches_are_deterministic_in_seed_and_step(self):
+    a, b = self.sampler(seed=3), self.sampler(seed=3)
+    np.testing.assert_array_equal(a.batch(7, 4).support.x, b.batch(7, 4).support.x)
+    self.assertFalse(np.array_equal(a.batch(7, 4).support.x, a.batch(8, 4).support.x))
+    self.assertFalse(np.array_equal(a.batch(7, 4).support.x, self.sampler(seed=4).batch(7, 4).support.x))
+
+  def test_prefetch_yields_the_same_batches_in_order(self):
+    sampler = self.sampler()
+    fetched = list(episodes.prefetch(lambda i: sampler.batch(i, 2), 5, 12))
+    self.assertLen(fetched, 7)
+    for i, task in zip(range(5, 12), fetched):
+      np.testing.assert_array_equal(task.query.x, sampler.batch(i, 2).query.x)
+
+  def test_prefetch_reraises_errors(self):
+    def make(i):
+      if i == 3:
+        raise RuntimeError('bad batch 3')
+      return i
+    with self.assertRaisesRegex(RuntimeError, 'bad batch 3'):
+      list(episodes.prefetch(make, 0, 10))
+
+  @parameterized.parameters(
+      (dict(ways=121), r'--ways=121: the train split has only 120 classes'),
+      (dict(shots=15, query=6), r'--shots=15 plus --query=6 is 21 images per class, but each class has only 20'),
+  )
+  def test_impossible_episodes_are_clear_errors(self, kwargs, message):
+    with self.assertRaisesRegex(ValueError, message):
+      self.sampler(**kwargs)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+  def log_message(self, *args):
+    pass
+
+
+def _sha(path):
+  with open(path, 'rb') as f:
+    return hashlib.sha256(f.read()).hexdigest()

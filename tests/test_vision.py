@@ -1,0 +1,172 @@
+"""Conv4, Prototypical Networks, and every algorithm on image tasks."""
+
+import os
+
+from absl.testing import parameterized
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from metajax import algorithms, train
+from metajax.config import Config
+from metajax.data import accuracy, cross_entropy
+from metajax.algorithms.protonet import prototype_logits
+from metajax.models import BatchStatNorm, Conv4
+from metajax.models.conv import max_pool_2x2
+from metajax.types import Split, Task
+from tests.test_omniglot import DATA_DIR, needs_data
+
+KEY = jax.random.PRNGKey(0)
+
+
+def param_count(tree):
+  return sum(x.size for x in jax.tree.leaves(tree))
+
+
+def image_tasks(num_tasks=2, ways=3, shots=1, query=2, size=28):
+  k1, k2 = jax.random.split(KEY)
+  xs = jax.random.uniform(k1, (num_tasks, ways * shots, size, size, 1))
+  xq = jax.random.uniform(k2, (num_tasks, ways * query, size, size, 1))
+  ys = jnp.tile(jnp.repeat(jnp.arange(ways), shots), (num_tasks, 1))
+  yq = jnp.tile(jnp.repeat(jnp.arange(ways), query), (num_tasks, 1))
+  return Task(Split(xs, ys), Split(xq, yq))
+
+
+class Conv4Test(parameterized.TestCase):
+
+  @parameterized.parameters(
+      # (input side, channels, ways, features, parameters)
+      (28, 64, 5, 64, 640 + 3 * 36928 + 4 * 128 + 64 * 5 + 5),
+      (28, 64, 20, 64, 640 + 3 * 36928 + 4 * 128 + 64 * 20 + 20),
+      (84, 32, 5, 800, (27 * 32 + 32) + 3 * (9 * 32 * 32 + 32) + 4 * 64 + 800 * 5 + 5),
+  )
+  def test_shapes_and_parameter_counts(self, side, channels, ways, features, count):
+    model = Conv4(out=ways, channels=(channels,) * 4)
+    x = jnp.zeros((7, side, side, 3 if side == 84 else 1))
+    variables = model.init(KEY, x)
+    self.assertEqual(param_count(variables), count)
+    chex.assert_shape(model.apply(variables, x, method='embed'), (7, features))
+    chex.assert_shape(model.apply(variables, x), (7, ways))
+
+  def test_batch_norm_uses_the_statistics_of_the_batch(self):
+    x = 3.0 + 2.0 * jax.random.normal(KEY, (6, 5, 5, 4))
+    norm = BatchStatNorm()
+    y = norm.apply(norm.init(KEY, x), x)
+    np.testing.assert_allclose(y.mean((0, 1, 2)), 0, atol=1e-5)
+    np.testing.assert_allclose(y.var((0, 1, 2)), 1, atol=1e-3)
+
+  @parameterized.parameters(28, 7, 3)
+  def test_max_pool_matches_flax(self, side):
+    x = jax.random.normal(KEY, (2, side, side, 3))
+    np.testing.assert_array_equal(max_pool_2x2(x), nn.max_pool(x, (2, 2), strides=(2, 2)))
+
+
+class ProtoNetTest(parameterized.TestCase):
+
+  def test_logits_match_an_independent_computation(self):
+    rng = np.random.default_rng(0)
+    ways, shots, queries, dim = 4, 3, 5, 6
+    support = rng.normal(size=(ways * shots, dim))
+    labels = rng.permutation(np.repeat(np.arange(ways), shots))
+    query = rng.normal(size=(queries, dim))
+    logits = np.asarray(prototype_logits(jnp.asarray(support), jnp.asarray(labels),
+                                         jnp.asarray(query)))
+    expected = np.zeros((queries, ways))
+    for q in range(queries):
+      for c in range(ways):
+        prototype = support[labels == c].mean(0)
+        expected[q, c] = -np.sum((query[q] - prototype) ** 2)
+    np.testing.assert_allclose(logits[:, :ways], expected, rtol=1e-5, atol=1e-5)
+    self.assertTrue(np.all(logits[:, ways:] <= -1e8))  # absent classes are never chosen
+
+  def test_learner_logits_and_gradient(self):
+    model = Conv4(out=3, channels=(8,) * 4)
+    learner = algorithms.protonet(model, cross_entropy)
+    tasks = image_tasks()
+    task = jax.tree.map(lambda v: v[0], tasks)
+    theta = learner.init(KEY, task)
+    self.assertNotIn('head', theta['model']['params'])
+    logits = jax.jit(learner.predict)(theta, task.support, task.query.x, KEY)
+    embed = jax.jit(lambda x: model.apply(theta['model'], x, method='embed'))
+    zs, zq = embed(task.support.x), embed(task.query.x)
+    expected = -jnp.sum((zq[:, None] - zs[None]) ** 2, -1)  # one shot: prototypes = support
+    np.testing.assert_allclose(logits[:, :3], expected, rtol=1e-4, atol=1e-4)
+    grads = jax.jit(jax.grad(lambda t: learner.outer_loss(t, task, KEY)[0]))(theta)
+    self.assertGreater(float(optax.tree.norm(grads)), 0)
+
+
+class EveryAlgorithmOnImagesTest(parameterized.TestCase):
+
+  @parameterized.parameters('maml', 'fomaml', 'reptile', 'anil', 'metasgd', 'pretrained',
+                            'protonet')
+  def test_one_meta_step_on_image_tasks(self, name):
+    model = Conv4(out=3, channels=(8,) * 4)
+    learner = algorithms.make(name, model, cross_entropy, inner_lr=0.1, inner_steps=2)
+    tasks = image_tasks()
+    opt = optax.adam(1e-3)
+    state = train.create_train_state(learner, opt, KEY, jax.tree.map(lambda v: v[0], tasks))
+    new_state, metrics = train.make_meta_train_step(learner, opt, donate=False)(state, tasks, KEY)
+    chex.assert_tree_all_finite((new_state.theta, metrics))
+    self.assertGreater(float(metrics['grad_norm']), 0)
+    self.assertEqual(int(new_state.nonfinite_step), -1)
+    logits = learner.predict(new_state.theta, jax.tree.map(lambda v: v[0], tasks).support,
+                             tasks.query.x[0], KEY)
+    self.assertEqual(logits.shape[0], 6)
+    self.assertBetween(float(accuracy(logits, tasks.query.y[0])), 0.0, 1.0)
+
+
+@needs_data
+class RealOmniglotTest(parameterized.TestCase):
+
+  def test_short_protonet_run_is_well_above_chance(self):
+    config = Config(dataset='omniglot', algorithm='protonet', ways=5, shots=1, query=5,
+                    eval_query=5, meta_batch_size=1, meta_lr=1e-3, num_steps=60,
+                    log_every=20, checkpoint_every=60, eval_tasks=100, data_dir=DATA_DIR)
+    result = train.train_and_evaluate(config, self.create_tempdir().full_path,
+                                      show_progress=False)
+    (record,) = result.records
+    self.assertEqual(record['metric'], 'accuracy')
+    self.assertEqual(record['num_tasks'], 100)
+    self.assertGreater(record['mean'] - record['ci95'], 0.5)  # chance is 0.2
+
+  def test_trained_learner_predicts_raw_105px_drawings(self):
+    import zipfile  # pylint: disable=g-import-not-at-top
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    from metajax import load_learner  # pylint: disable=g-import-not-at-top
+    workdir = self.create_tempdir().full_path
+    config = Config(dataset='omniglot', algorithm='protonet', ways=5, shots=1, query=5,
+                    meta_batch_size=1, num_steps=60, log_every=20, checkpoint_every=60,
+                    eval_tasks=10, data_dir=DATA_DIR)
+    train.train_and_evaluate(config, workdir, show_progress=False)
+    learner = load_learner(workdir)
+    self.assertEqual(learner.step, 60)
+    # Five characters of the evaluation set, drawn as in the official release:
+    # 105x105 bool, paper True. Drawing 0 is the support, drawings 1-8 the queries.
+    with zipfile.ZipFile(os.path.join(DATA_DIR, 'images_evaluation.zip')) as z:
+      names = sorted(n for n in z.namelist() if n.endswith('.png'))
+      characters = sorted({n.rsplit('/', 1)[0] for n in names})[::97][:5]
+      drawings = [[np.asarray(Image.open(z.open(n))) for n in names if n.startswith(c + '/')][:9]
+                  for c in characters]
+    self.assertEqual(drawings[0][0].shape, (105, 105))
+    self.assertEqual(drawings[0][0].dtype, bool)
+    labels = np.array([17, -3, 1000, 42, 5])
+    support = np.stack([d[0] for d in drawings])
+    query = np.stack([im for d in drawings for im in d[1:]])
+    truth = np.repeat(labels, 8)
+    predicted = learner.predict(support, labels, query)
+    self.assertTrue(set(predicted) <= set(labels))
+    self.assertGreater(np.mean(predicted == truth), 0.5)  # chance is 0.2
+    # The same drawings as uint8, as float, and as RGB give the same answer.
+    as_uint8 = lambda a: a.astype(np.uint8) * 255
+    np.testing.assert_array_equal(
+        learner.predict(as_uint8(support), labels, as_uint8(query)), predicted)
+    np.testing.assert_array_equal(
+        learner.predict(support.astype(np.float32), labels, query.astype(np.float64)), predicted)
+    rgb = lambda a: np.repeat(as_uint8(a)[..., None], 3, -1)
+    np.testing.assert_array_equal(learner.predict(rgb(support), labels, rgb(query)), predicted)
+    with self.assertRaisesRegex(ValueError, 'one label per support image'):
+      learner.predict(support, labels[:3], query)
