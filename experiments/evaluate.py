@@ -19,7 +19,11 @@ flags.DEFINE_string('workdir', None, 'run directory written by train.py', requir
 flags.DEFINE_integer('num_tasks', 600, 'held-out tasks')
 flags.DEFINE_list('inner_steps', None, 'inner-step counts (default: the run\'s --eval_inner_steps)')
 flags.DEFINE_enum('split', 'test', ['val', 'test'], 'held-out split')
-flags.DEFINE_integer('step', None, 'checkpoint step (default: the latest)')
+flags.DEFINE_integer('step', None, 'checkpoint step (default: the best on validation if the '
+                     'run kept one, else the latest)')
+flags.DEFINE_integer('ways', None, 'test with other ways than trained (learners without a '
+                     'head, e.g. protonet: 20-way tests of a 5-way run)')
+flags.DEFINE_integer('shots', None, 'test with other shots than trained (protonet)')
 FLAGS = flags.FLAGS
 
 
@@ -36,13 +40,21 @@ def main(argv):
       if any(s < 0 for s in steps):
         raise ValueError(f'--inner_steps={",".join(FLAGS.inner_steps)}: must be >= 0')
       config = config.replace(eval_inner_steps=steps)
+    changes = {k: FLAGS[k].value for k in ('ways', 'shots') if FLAGS[k].value is not None}
+    if changes:
+      if learner.adapts:
+        raise ValueError(f'--{next(iter(changes))}: only learners without an inner loop '
+                         f'(protonet) can be tested on other episodes than they trained on; '
+                         f'{config.algorithm} has a {config.num_ways}-way head')
+      config = config.replace(
+          train_ways=config.num_train_ways, **changes).validate()
     source = builders.make_source(config)
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f'error: {e}')
   records = train.evaluate_state(config, source, learner, state.theta,
                                  FLAGS.split, FLAGS.num_tasks)
   for r in records:
-    r['checkpoint_step'] = int(state.step)
+    r.update(checkpoint_step=int(state.step), ways=config.num_ways, shots=config.shots)
   path = os.path.join(FLAGS.workdir, 'eval.json')
   with open(path, 'w') as f:
     json.dump(records, f, indent=2)

@@ -7,10 +7,10 @@ from metajax.config import Config
 from metajax.data import accuracy, cross_entropy, make_source
 from metajax.data.sinusoid import mse
 from metajax.learner import MetaLearner
-from metajax.models import MLP, Conv4
+from metajax.models import MLP, Conv4, ResNet12
 from metajax.types import Split, Task
 
-IMAGE_SHAPES = {'omniglot': (28, 28, 1)}
+IMAGE_SHAPES = {'omniglot': (28, 28, 1), 'miniimagenet': (84, 84, 3)}
 
 
 def objective(config: Config):
@@ -21,11 +21,13 @@ def objective(config: Config):
 
 
 def make_model(config: Config):
-  if config.dataset == 'sinusoid':
+  if config.model_name == 'mlp':
     return MLP(hidden=config.hidden, out=1)
-  if config.dataset == 'omniglot':
-    return Conv4(out=config.num_ways, channels=(config.channels,) * 4)
-  raise ValueError(f'--dataset={config.dataset!r} has no model')
+  if config.model_name == 'conv4':
+    return Conv4(out=config.num_ways, channels=(config.num_channels,) * 4)
+  if config.model_name == 'resnet12':
+    return ResNet12(out=config.num_ways)
+  raise ValueError(f'--model={config.model!r} is not known')
 
 
 def make_learner(config: Config) -> MetaLearner:

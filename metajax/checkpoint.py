@@ -15,10 +15,10 @@ import orbax.checkpoint as ocp
 
 
 class Checkpointer:
-  """Saves and restores one run's `TrainState` under `<workdir>/checkpoints`."""
+  """Saves and restores one run's `TrainState` under `<workdir>/<subdir>`."""
 
-  def __init__(self, workdir: str, max_to_keep: int = 3):
-    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  def __init__(self, workdir: str, max_to_keep: int = 3, subdir: str = 'checkpoints'):
+    self.directory = os.path.join(os.path.abspath(workdir), subdir)
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,

@@ -14,7 +14,7 @@ from metajax.config import Config
 
 HELP = {
     'algorithm': 'maml | fomaml | reptile | anil | metasgd | pretrained | protonet',
-    'dataset': 'sinusoid | omniglot',
+    'dataset': 'sinusoid | omniglot | miniimagenet',
     'ways': 'classes per task (N); unset for regression',
     'shots': 'support examples per class (K)',
     'query': 'query examples per class (default: = shots)',
@@ -36,13 +36,20 @@ HELP = {
     'eval_inner_steps': 'inner-step counts to evaluate after',
     'eval_query': 'query examples per class in evaluation tasks (default: 100 points for '
                   'sinusoid, --query otherwise)',
-    'data_dir': 'folder of the Omniglot zips or their extracted folders (default: '
-                '$METAJAX_OMNIGLOT_DIR, else ~/.cache/metajax/omniglot, downloaded if missing)',
+    'data_dir': 'Omniglot: folder of the official zips or their extracted folders (default: '
+                '$METAJAX_OMNIGLOT_DIR, else ~/.cache/metajax/omniglot, downloaded if missing); '
+                'miniImageNet: folder of the split CSVs + images/ or the pickle caches '
+                '(default: $METAJAX_MINIIMAGENET_DIR, else ~/.cache/metajax/miniimagenet)',
+    'data_source': 'files: the official Omniglot zips or folders | tfds: '
+                   'tfds.data_source("omniglot") in --data_dir (tfds\' folder)',
     'split': 'Omniglot class split: vinyals (1100/100/423 characters, rotations) | lake '
              '(background / evaluation)',
     'rotations': 'rotations by 90/180/270 degrees as new classes (default: on for vinyals)',
     'train_ways': 'ways of training episodes, e.g. 60 for ProtoNets (default: --ways)',
-    'channels': 'filters per block of Conv4',
+    'channels': 'filters per block of Conv4 (default: 64 for Omniglot, 32 for miniImageNet)',
+    'model': 'mlp | conv4 | resnet12 (default: mlp for sinusoid, conv4 for images)',
+    'augment': 'random 8-pixel-padded crops and horizontal flips of miniImageNet training '
+               'episodes',
 }
 
 

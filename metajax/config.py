@@ -13,7 +13,8 @@ import optax
 
 from metajax.inner import INNER_OPTIMIZERS
 
-DATASETS = ('sinusoid', 'omniglot')
+DATASETS = ('sinusoid', 'omniglot', 'miniimagenet')
+MODELS = ('mlp', 'conv4', 'resnet12')
 ALGORITHM_NAMES = ('maml', 'fomaml', 'reptile', 'anil', 'metasgd', 'pretrained',
                    'protonet')
 SPLITS = ('vinyals', 'lake')
@@ -22,7 +23,7 @@ SPLITS = ('vinyals', 'lake')
 # what it logs, never what one step computes.
 RESUMABLE_FIELDS = frozenset({
     'num_steps', 'eval_every', 'checkpoint_every', 'log_every', 'eval_tasks',
-    'eval_inner_steps', 'eval_query', 'max_checkpoints', 'data_dir',
+    'eval_inner_steps', 'eval_query', 'max_checkpoints', 'data_dir', 'data_source',
 })
 
 
@@ -53,10 +54,13 @@ class Config:
   eval_query: Optional[int] = None  # query points per eval task (None: dataset's)
   # Few-shot classification.
   data_dir: Optional[str] = None   # None: $METAJAX_OMNIGLOT_DIR or ~/.cache/metajax/omniglot
+  data_source: str = 'files'       # files (official zips or folders) | tfds
   split: str = 'vinyals'
   rotations: Optional[bool] = None  # None: on for vinyals, off for lake
   train_ways: Optional[int] = None  # ways of training episodes (ProtoNets); None: = ways
-  channels: int = 64                # filters per block of Conv4
+  channels: Optional[int] = None    # filters per block of Conv4 (None: 64 Omniglot, 32 miniImageNet)
+  model: Optional[str] = None       # mlp | conv4 | resnet12 (None: mlp for sinusoid, else conv4)
+  augment: bool = False             # random crops and flips of miniImageNet training episodes
 
   def __post_init__(self):
     for name in ('hidden', 'eval_inner_steps'):
@@ -83,6 +87,18 @@ class Config:
     if self.eval_query is not None:
       return self.eval_query
     return 100 if self.dataset == 'sinusoid' else self.num_query
+
+  @property
+  def model_name(self) -> str:
+    if self.model is not None:
+      return self.model
+    return 'mlp' if self.dataset == 'sinusoid' else 'conv4'
+
+  @property
+  def num_channels(self) -> int:
+    if self.channels is not None:
+      return self.channels
+    return 32 if self.dataset == 'miniimagenet' else 64
 
   @property
   def use_rotations(self) -> bool:
@@ -145,15 +161,25 @@ class Config:
         fail('ways', self.ways, 'sinusoid regression has no classes; leave --ways unset')
       if self.algorithm == 'protonet':
         fail('algorithm', self.algorithm, 'Prototypical Networks need classes, not sinusoid')
+      if self.model_name != 'mlp':
+        fail('model', self.model, 'sinusoid regression takes the mlp')
     else:
       if self.num_ways < 2:
         fail('ways', self.ways, 'a classification task needs at least 2 classes')
       if self.train_ways is not None and self.train_ways < 2:
         fail('train_ways', self.train_ways, 'a classification task needs at least 2 classes')
+      if self.data_source not in ('files', 'tfds'):
+        fail('data_source', self.data_source, 'choose files or tfds')
+      if self.data_source == 'tfds' and self.dataset != 'omniglot':
+        fail('data_source', self.data_source, 'only Omniglot is read from tfds')
       if self.split not in SPLITS:
         fail('split', self.split, f'choose one of {", ".join(SPLITS)}')
-      if self.channels < 1:
+      if self.channels is not None and self.channels < 1:
         fail('channels', self.channels, 'must be a positive integer')
+      if self.model_name not in ('conv4', 'resnet12'):
+        fail('model', self.model, 'image tasks take conv4 or resnet12')
+      if self.augment and self.dataset != 'miniimagenet':
+        fail('augment', self.augment, 'augmentation is for miniImageNet')
     if self.num_train_ways != self.num_ways and self.algorithm != 'protonet':
       fail('train_ways', self.train_ways,
            f'only protonet can train with other ways than it tests (--ways={self.num_ways}): '

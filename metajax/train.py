@@ -124,7 +124,7 @@ class RunResult:
   workdir: str
   source: Any
   learner: MetaLearner
-  state: TrainState
+  state: TrainState    # the evaluated state: best on validation if --eval_every, else last
   records: list[dict]  # held-out evaluation, one record per inner-step count
 
 
@@ -149,6 +149,44 @@ def _flag_value(value) -> str:
   if isinstance(value, tuple):
     return ','.join(map(str, value))
   return str(value)
+
+
+class BestKeeper:
+  """Keeps the state with the best validation score in `<workdir>/best`.
+
+  The score is the validation metric after the most inner steps evaluated;
+  higher is better for accuracy, lower for MSE. `best/best.json` records it.
+  """
+
+  def __init__(self, workdir: str, metric: str):
+    self.checkpointer = Checkpointer(workdir, max_to_keep=1, subdir='best')
+    self.path = os.path.join(self.checkpointer.directory, 'best.json')
+    self.sign = 1.0 if metric == 'accuracy' else -1.0
+    self.best = None
+    if os.path.exists(self.path) and self.checkpointer.latest_step() is not None:
+      with open(self.path) as f:
+        self.best = json.load(f)
+
+  def offer(self, step: int, records: list[dict], state: TrainState) -> None:
+    record = max(records, key=lambda r: r['inner_steps'])
+    value = record['mean']
+    if not np.isfinite(value):
+      return
+    if self.best is None or self.sign * value > self.sign * self.best['value']:
+      self.checkpointer.save(step, state)
+      self.checkpointer.wait()
+      self.best = {'step': step, 'value': value, 'metric': record['metric'],
+                   'inner_steps': record['inner_steps'], 'split': 'val'}
+      with open(self.path, 'w') as f:
+        json.dump(self.best, f)
+
+  def restore(self, state: TrainState) -> Optional[TrainState]:
+    if self.best is None:
+      return None
+    return self.checkpointer.restore(state, self.best['step'])
+
+  def close(self):
+    self.checkpointer.close()
 
 
 def _check_finite(state: TrainState, checkpointer: Checkpointer) -> None:
@@ -213,6 +251,7 @@ def train_and_evaluate(config: Config, workdir: str,
   writer = MetricWriter(workdir, resume_step=start)
   meta_train_step = make_meta_train_step(learner, optimizer)
 
+  best = BestKeeper(workdir, builders.objective(config)[2]) if config.eval_every else None
   window = []
   progress = tqdm.tqdm(total=config.num_steps, initial=start,
                        desc=f'{config.algorithm} on {config.dataset}',
@@ -232,9 +271,11 @@ def train_and_evaluate(config: Config, workdir: str,
         writer.write(done, mean)
         progress.set_postfix(query_loss=f'{float(mean["query_loss"]):.4f}')
       if config.eval_every and done % config.eval_every == 0:
-        for r in evaluate_state(config, source, learner, state.theta, 'val'):
-          writer.write(done, {f'{r["metric"]}_{r["inner_steps"]}_steps': r['mean']},
-                       split='val')
+        _check_finite(state, checkpointer)
+        records = evaluate_state(config, source, learner, state.theta, 'val')
+        writer.write(done, {f'{r["metric"]}_{r["inner_steps"]}_steps': r['mean']
+                            for r in records}, split='val')
+        best.offer(done, records, state)
       if done % config.checkpoint_every == 0 or done == config.num_steps:
         _check_finite(state, checkpointer)
         checkpointer.save(done, state)
@@ -244,16 +285,26 @@ def train_and_evaluate(config: Config, workdir: str,
     checkpointer.close()
     writer.close()
 
+  if best is not None:
+    # The protocol: test the checkpoint that did best on the validation classes.
+    state = best.restore(state) or state
+    best.close()
   records = evaluate_state(config, source, learner, state.theta, 'test')
+  for r in records:
+    r['checkpoint_step'] = int(state.step)
+    if best is not None:
+      r['selected_on'] = 'val'
   with open(os.path.join(workdir, 'eval.json'), 'w') as f:
     json.dump(records, f, indent=2)
   return RunResult(config, workdir, source, learner, state, records)
 
 
-def load_run(workdir: str, step: Optional[int] = None):
-  """(config, learner, state) of a trained run, from its last checkpoint.
+def load_run(workdir: str, step: Optional[int] = None, prefer_best: bool = True):
+  """(config, learner, state) of a trained run.
 
-  Needs no data: only the run directory.
+  Loads checkpoint `step`; by default the best-on-validation checkpoint when
+  the run kept one (`--eval_every`), else the latest. Needs no data: only the
+  run directory.
   """
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
@@ -264,6 +315,12 @@ def load_run(workdir: str, step: Optional[int] = None):
   state = create_train_state(learner, meta_optimizer(config),
                              jax.random.PRNGKey(config.seed),
                              builders.example_task(config))
+  if step is None and prefer_best:
+    best = BestKeeper(workdir, builders.objective(config)[2])
+    restored = best.restore(state)
+    best.close()
+    if restored is not None:
+      return config, learner, restored
   checkpointer = Checkpointer(workdir, config.max_checkpoints)
   if checkpointer.latest_step() is None:
     raise FileNotFoundError(f'--workdir={workdir} holds no checkpoint')

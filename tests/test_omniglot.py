@@ -247,3 +247,48 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 def _sha(path):
   with open(path, 'rb') as f:
     return hashlib.sha256(f.read()).hexdigest()
+
+
+class TfdsTest(parameterized.TestCase):
+
+  def test_tfds_source_under_mock_data(self):
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    from metajax import train  # pylint: disable=g-import-not-at-top
+    from metajax.config import Config  # pylint: disable=g-import-not-at-top
+    rng = np.random.default_rng(0)
+    # Background: 3 alphabets x 4 characters; evaluation: 2 x 3; 20 drawings each,
+    # RGB 105x105, paper white, as tfds stores them.
+    def examples(alphabets, characters):
+      rows = []
+      for a in alphabets:
+        for c in range(characters):
+          for _ in range(20):
+            image = np.full((105, 105, 3), 255, np.uint8)
+            y, x = rng.integers(10, 80, size=2)
+            image[y:y + 20, x:x + 3 + 5 * c] = 0
+            rows.append({'image': image, 'alphabet': a, 'alphabet_char_id': c,
+                         'label': 100 * a + c})
+      return [rows[i] for i in rng.permutation(len(rows))]
+    splits_ = {'train': examples([0, 1, 2], 4), 'test': examples([3, 4], 3)}
+
+    def as_data_source(self, split, *args, **kwargs):
+      del self, args, kwargs
+      return splits_[split]
+
+    with tfds.testing.mock_data(as_data_source_fn=as_data_source):
+      data = omniglot.load_tfds(show_progress=False)
+      self.assertEqual(data.images.shape, (18, 20, 28, 28))
+      self.assertEqual(sum(c.startswith('background/') for c in data.characters), 12)
+      self.assertTrue(all(c.endswith(('character01', 'character02', 'character03',
+                                      'character04')) for c in data.characters))
+      self.assertGreater(data.images.max(), 200)  # strokes bright, as from the zips
+      self.assertLess(data.images.mean(), 60)
+      config = Config(dataset='omniglot', data_source='tfds', split='lake', algorithm='protonet',
+                      ways=2, shots=1, query=2, meta_batch_size=1, channels=4, num_steps=3,
+                      log_every=1, checkpoint_every=3, eval_tasks=4)
+      with absltest.mock.patch.object(
+          splits, 'lake_characters',
+          lambda chars: {'train': chars[:10], 'val': chars[10:12], 'test': chars[12:]}):
+        result = train.train_and_evaluate(config, self.create_tempdir().full_path,
+                                          show_progress=False)
+      self.assertEqual(result.records[0]['num_tasks'], 4)

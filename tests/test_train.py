@@ -103,6 +103,25 @@ class TrainLoopTest(parameterized.TestCase):
                             if s.isdigit()), [20, 40])
     self.assertEqual(int(result.state.step), 40)
 
+  def test_validation_keeps_the_best_checkpoint_and_tests_it(self):
+    workdir = self.create_tempdir().full_path
+    config = Config(**{**TINY, 'num_steps': 60, 'eval_every': 20})
+    result = train.train_and_evaluate(config, workdir, show_progress=False)
+    with open(os.path.join(workdir, 'best', 'best.json')) as f:
+      best = json.load(f)
+    val = [r for r in _rows(workdir) if r['split'] == 'val']
+    self.assertEqual([r['step'] for r in val], [20, 40, 60])
+    scores = {r['step']: r['mse_10_steps'] for r in val}
+    self.assertEqual(best['step'], min(scores, key=scores.get))
+    self.assertAlmostEqual(best['value'], scores[best['step']], places=5)
+    self.assertEqual(int(result.state.step), best['step'])
+    for r in result.records:
+      self.assertEqual((r['checkpoint_step'], r['selected_on']), (best['step'], 'val'))
+    _, _, loaded = train.load_run(workdir)
+    chex.assert_trees_all_equal(loaded.theta, result.state.theta)
+    _, _, latest = train.load_run(workdir, prefer_best=False)
+    self.assertEqual(int(latest.step), 60)
+
   def test_resume_continues_where_it_stopped(self):
     workdir = self.create_tempdir().full_path
     full = train.train_and_evaluate(Config(**TINY), self.create_tempdir().full_path,
@@ -155,3 +174,8 @@ class TrainLoopTest(parameterized.TestCase):
     self.assertEqual(int(state.nonfinite_step), -1)
     chex.assert_tree_all_finite(state.theta)
     self.assertFalse(os.path.exists(os.path.join(workdir, 'eval.json')))
+
+
+def _rows(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]

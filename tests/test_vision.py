@@ -15,7 +15,7 @@ from metajax import algorithms, train
 from metajax.config import Config
 from metajax.data import accuracy, cross_entropy
 from metajax.algorithms.protonet import prototype_logits
-from metajax.models import BatchStatNorm, Conv4
+from metajax.models import BatchStatNorm, Conv4, ResNet12
 from metajax.models.conv import max_pool_2x2
 from metajax.types import Split, Task
 from tests.test_omniglot import DATA_DIR, needs_data
@@ -51,6 +51,22 @@ class Conv4Test(parameterized.TestCase):
     self.assertEqual(param_count(variables), count)
     chex.assert_shape(model.apply(variables, x, method='embed'), (7, features))
     chex.assert_shape(model.apply(variables, x), (7, ways))
+
+  def test_resnet12_shapes_and_parameter_count(self):
+    model = ResNet12(out=5)
+    x = jnp.zeros((2, 84, 84, 3))
+    variables = jax.eval_shape(model.init, KEY, x)
+    expected, cin = 0, 3
+    for c in (64, 160, 320, 640):
+      expected += 9 * cin * c + 2 * 9 * c * c + cin * c + 4 * 2 * c  # convs, shortcut, norms
+      cin = c
+    expected += 16000 * 5 + 5
+    self.assertEqual(param_count(variables), expected)
+    self.assertBetween(expected, 12_000_000, 12_600_000)
+    small = ResNet12(out=5, channels=(8, 8, 8, 8))
+    v = small.init(KEY, x)
+    chex.assert_shape(small.apply(v, x, method='embed'), (2, 5 * 5 * 8))
+    chex.assert_shape(small.apply(v, x), (2, 5))
 
   def test_batch_norm_uses_the_statistics_of_the_batch(self):
     x = 3.0 + 2.0 * jax.random.normal(KEY, (6, 5, 5, 4))

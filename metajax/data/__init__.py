@@ -12,10 +12,11 @@ from typing import Iterator
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from metajax.config import Config
-from metajax.data import episodes, omniglot, splits
+from metajax.data import episodes, miniimagenet, omniglot, splits
 from metajax.data.sinusoid import SinusoidFamily
 from metajax.types import Array, Task
 
@@ -67,7 +68,10 @@ class OmniglotSource:
   eval_chunk = 50
 
   def __init__(self, config: Config, show_progress: bool = True):
-    data = omniglot.load(config.data_dir, show_progress=show_progress)
+    if config.data_source == 'tfds':
+      data = omniglot.load_tfds(config.data_dir, show_progress=show_progress)
+    else:
+      data = omniglot.load(config.data_dir, show_progress=show_progress)
     self.batch_size = config.meta_batch_size
     make = lambda subset, ways, query, seed: episodes.EpisodeSampler(
         data.images, splits.classes(data.characters, config.split, subset,
@@ -90,9 +94,31 @@ class OmniglotSource:
       yield sampler.batch(index, min(self.eval_chunk, num_tasks - start))
 
 
+class MiniImageNetSource(OmniglotSource):
+  """N-way K-shot miniImageNet episodes (84x84 RGB, normalised per channel)."""
+  eval_chunk = 20
+
+  def __init__(self, config: Config, show_progress: bool = True):  # pylint: disable=super-init-not-called
+    self.batch_size = config.meta_batch_size
+
+    def make(subset, ways, query, seed, transform):
+      _, images = miniimagenet.load(subset, config.data_dir, show_progress=show_progress)
+      classes = np.stack([np.arange(len(images)), np.zeros(len(images), np.int64)], -1)
+      return episodes.EpisodeSampler(images, classes, ways, config.shots, query, seed,
+                                     name=f'miniimagenet {subset}', transform=transform)
+
+    self.train = make('train', config.num_train_ways, config.num_query, config.seed,
+                      miniimagenet.augment if config.augment else miniimagenet.normalize)
+    self.held_out = {
+        split: make(split, config.num_ways, config.num_eval_query, _EVAL_SEEDS[split],
+                    miniimagenet.normalize) for split in ('val', 'test')}
+
+
 def make_source(config: Config, show_progress: bool = True):
   if config.dataset == 'sinusoid':
     return SinusoidSource(config)
   if config.dataset == 'omniglot':
     return OmniglotSource(config, show_progress)
+  if config.dataset == 'miniimagenet':
+    return MiniImageNetSource(config, show_progress)
   raise ValueError(f'--dataset={config.dataset!r} is not known')

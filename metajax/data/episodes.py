@@ -26,10 +26,12 @@ class EpisodeSampler:
     ways, shots, query: N, K and Q.
     seed: seed of this sampler's episodes.
     name: the split's name, for error messages.
+    transform: `(x, rng) -> x` on the float images [N, K + Q, H, W, C] of an
+      episode in [0, 1] (normalisation, augmentation).
   """
 
   def __init__(self, images: np.ndarray, classes: np.ndarray, ways: int, shots: int,
-               query: int, seed: int, name: str = 'train'):
+               query: int, seed: int, name: str = 'train', transform=None):
     drawings = images.shape[1]
     if ways > len(classes):
       raise ValueError(f'--ways={ways}: the {name} split has only {len(classes)} classes')
@@ -38,6 +40,7 @@ class EpisodeSampler:
                        f'per class, but each class has only {drawings}')
     self.images, self.classes = images, np.asarray(classes)
     self.ways, self.shots, self.query, self.seed = ways, shots, query, seed
+    self.transform = transform
 
   def episode(self, rng: np.random.Generator) -> Task:
     n, k, q = self.ways, self.shots, self.query
@@ -50,6 +53,8 @@ class EpisodeSampler:
     x = x.astype(np.float32) / 255.0
     if x.ndim == 4:
       x = x[..., None]
+    if self.transform is not None:
+      x = self.transform(x, rng).astype(np.float32)
     labels = np.repeat(np.arange(n, dtype=np.int32)[:, None], k + q, axis=1)
     flat = lambda a: a.reshape((-1,) + a.shape[2:])
     return Task(Split(flat(x[:, :k]), flat(labels[:, :k])),

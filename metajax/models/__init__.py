@@ -2,5 +2,6 @@
 
 from metajax.models.conv import BatchStatNorm, Conv4
 from metajax.models.mlp import MLP
+from metajax.models.resnet import ResNet12
 
-__all__ = ['BatchStatNorm', 'Conv4', 'MLP']
+__all__ = ['BatchStatNorm', 'Conv4', 'MLP', 'ResNet12']

@@ -1,0 +1,163 @@
+"""miniImageNet (Vinyals et al. 2016) with the Ravi & Larochelle class split.
+
+100 ImageNet classes of 600 images, 64 for meta-training, 16 for validation,
+20 for meta-testing, at 84x84 RGB. Two layouts are read from `--data_dir`
+(default `$METAJAX_MINIIMAGENET_DIR`, else `~/.cache/metajax/miniimagenet`):
+
+- the split CSVs of Ravi & Larochelle, `train.csv`, `val.csv`, `test.csv`
+  (header `filename,label`), beside a folder `images/` holding the files they
+  name; images are converted to RGB and resized to 84x84 (Lanczos), then kept
+  in a uint8 cache that is rebuilt when the CSVs or images change;
+- the widely used pickle caches `mini-imagenet-cache-{train,val,test}.pkl`,
+  each a dict with `image_data` (uint8 [N, 84, 84, 3]) and `class_dict`
+  (class name -> list of row indices).
+
+The data is not freely downloadable; see the README for how to obtain it.
+Inputs are normalised per channel with the usual miniImageNet mean and
+standard deviation; `--augment` adds random 8-pixel-padded crops and
+horizontal flips to the meta-training episodes.
+
+References:
+  Vinyals et al., "Matching Networks for One Shot Learning", NeurIPS 2016.
+  Ravi & Larochelle, "Optimization as a Model for Few-Shot Learning", ICLR 2017.
+"""
+
+import csv
+import hashlib
+import os
+import pickle
+import tempfile
+from typing import Optional
+
+import numpy as np
+from PIL import Image
+import tqdm
+
+ENV_DATA_DIR = 'METAJAX_MINIIMAGENET_DIR'
+SUBSETS = ('train', 'val', 'test')
+SIZE = 84
+MEAN = np.array([120.39586422, 115.59361427, 104.54012653], np.float32) / 255.0
+STD = np.array([70.68188272, 68.27635443, 72.54505529], np.float32) / 255.0
+
+
+def default_data_dir() -> str:
+  return os.environ.get(ENV_DATA_DIR) or os.path.join(
+      os.path.expanduser('~'), '.cache', 'metajax', 'miniimagenet')
+
+
+def detect_format(data_dir: str) -> str:
+  """'pickle' or 'csv', or FileNotFoundError naming what is expected where."""
+  if all(os.path.isfile(os.path.join(data_dir, f'mini-imagenet-cache-{s}.pkl'))
+         for s in SUBSETS):
+    return 'pickle'
+  if (all(os.path.isfile(os.path.join(data_dir, f'{s}.csv')) for s in SUBSETS)
+      and os.path.isdir(os.path.join(data_dir, 'images'))):
+    return 'csv'
+  raise FileNotFoundError(
+      f'miniImageNet is not in --data_dir={data_dir}: put there either train.csv, '
+      'val.csv, test.csv and the folder images/ (Ravi & Larochelle), or '
+      'mini-imagenet-cache-train.pkl, -val.pkl and -test.pkl (see the README).')
+
+
+def _group(labels: list[str], images: np.ndarray, where: str):
+  classes = sorted(set(labels))
+  index = {c: [i for i, l in enumerate(labels) if l == c] for c in classes}
+  counts = {len(v) for v in index.values()}
+  if len(counts) != 1:
+    raise ValueError(f'{where}: classes have different numbers of images ({sorted(counts)})')
+  return classes, np.stack([images[index[c]] for c in classes])
+
+
+def _load_pickle(data_dir: str, subset: str):
+  path = os.path.join(data_dir, f'mini-imagenet-cache-{subset}.pkl')
+  try:
+    with open(path, 'rb') as f:
+      data = pickle.load(f)
+    images = np.asarray(data['image_data'], np.uint8)
+    class_dict = data['class_dict']
+  except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as e:
+    raise ValueError(f'{path} is not a miniImageNet pickle cache ({type(e).__name__}: {e})') from e
+  if images.shape[1:] != (SIZE, SIZE, 3):
+    raise ValueError(f'{path}: images of shape {images.shape[1:]}, expected (84, 84, 3)')
+  labels = [''] * len(images)
+  for name, rows in class_dict.items():
+    for row in rows:
+      labels[row] = name
+  return _group(labels, images, path)
+
+
+def _load_csv(data_dir: str, subset: str, cache_dir: str, show_progress: bool):
+  path = os.path.join(data_dir, f'{subset}.csv')
+  with open(path, newline='') as f:
+    rows = [r for r in csv.reader(f) if r]
+  if not rows or [c.strip() for c in rows[0]] != ['filename', 'label']:
+    raise ValueError(f'{path}: expected a header "filename,label"')
+  rows = rows[1:]
+  digest = hashlib.sha256(open(path, 'rb').read())
+  for name, _ in rows:
+    stat = os.stat(os.path.join(data_dir, 'images', name))
+    digest.update(f'{name}:{stat.st_size}:{stat.st_mtime_ns}'.encode())
+  fingerprint = digest.hexdigest()
+  cache = os.path.join(cache_dir, f'miniimagenet_{subset}_{fingerprint[:16]}.npz')
+  if os.path.exists(cache):
+    with np.load(cache) as f:
+      return list(f['classes']), f['images']
+  images = np.zeros((len(rows), SIZE, SIZE, 3), np.uint8)
+  for i, (name, _) in enumerate(tqdm.tqdm(rows, desc=f'miniimagenet {subset}',
+                                          disable=not show_progress, mininterval=2)):
+    try:
+      with Image.open(os.path.join(data_dir, 'images', name)) as image:
+        image = image.convert('RGB')
+        if image.size != (SIZE, SIZE):
+          image = image.resize((SIZE, SIZE), Image.LANCZOS)
+        images[i] = np.asarray(image)
+    except OSError as e:
+      raise ValueError(f'{os.path.join(data_dir, "images", name)} is not a readable image '
+                       f'({e})') from e
+  classes, grouped = _group([label for _, label in rows], images, path)
+  os.makedirs(cache_dir, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix='.npz')
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      np.savez(f, images=grouped, classes=np.array(classes))
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, cache)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  return classes, grouped
+
+
+def load(subset: str, data_dir: Optional[str] = None, cache_dir: Optional[str] = None,
+         show_progress: bool = True) -> tuple[list[str], np.ndarray]:
+  """(class names, uint8 images [classes, per class, 84, 84, 3]) of one split."""
+  from metajax.data.omniglot import default_cache_dir  # pylint: disable=g-import-not-at-top
+  data_dir = data_dir or default_data_dir()
+  if detect_format(data_dir) == 'pickle':
+    return _load_pickle(data_dir, subset)
+  return _load_csv(data_dir, subset, cache_dir or default_cache_dir(data_dir), show_progress)
+
+
+def normalize(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """Per-channel normalisation of float images in [0, 1]."""
+  del rng
+  return (x - MEAN) / STD
+
+
+def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """Random 8-pixel-padded crops and horizontal flips, then normalisation.
+
+  Args:
+    x: float [..., H, W, 3] images in [0, 1].
+    rng: the episode's generator.
+  """
+  shape = x.shape
+  x = x.reshape((-1,) + shape[-3:])
+  padded = np.pad(x, ((0, 0), (8, 8), (8, 8), (0, 0)), mode='reflect')
+  dy, dx = rng.integers(0, 17, size=(2, len(x)))
+  flips = rng.random(len(x)) < 0.5
+  out = np.empty_like(x)
+  for i in range(len(x)):
+    crop = padded[i, dy[i]:dy[i] + shape[-3], dx[i]:dx[i] + shape[-2]]
+    out[i] = crop[:, ::-1] if flips[i] else crop
+  return normalize(out.reshape(shape), rng)
