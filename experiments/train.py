@@ -24,9 +24,10 @@ from metajax import train
 
 cli.define_config_flags()
 flags.DEFINE_string('workdir', None, 'run directory (default: a new temporary one)')
-flags.DEFINE_list('baselines', ['pretrained'],
+flags.DEFINE_list('baselines', None,
                   'algorithms trained beside --algorithm with the same flags, '
-                  'each in <workdir>/<name>, and shown in the same table')
+                  'each in <workdir>/<name>, and shown in the same table '
+                  '(default: pretrained for sinusoid, none for images)')
 flags.DEFINE_bool('plot', True, 'save a PNG of adapted curves (sinusoid)')
 flags.DEFINE_bool('progress', True, 'show a progress bar')
 FLAGS = flags.FLAGS
@@ -39,7 +40,10 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   try:
     config = cli.config_from_flags(FLAGS)
-    baselines = [b for b in FLAGS.baselines if b != config.algorithm]
+    requested = FLAGS.baselines
+    if requested is None:
+      requested = ['pretrained'] if config.dataset == 'sinusoid' else []
+    baselines = [b for b in requested if b and b != config.algorithm]
     baseline_configs = [config.replace(algorithm=b).validate() for b in baselines]
   except ValueError as e:
     sys.exit(f'error: {e}')
@@ -61,9 +65,10 @@ def main(argv):
   _write_flagfile(config, workdir)
 
   first = runs[0].records[0]
-  print(f'\nHeld-out {config.dataset} tasks: {first["num_tasks"]}, '
-        f'K={config.shots}; {first["metric"]} after inner steps '
-        '(mean +- 95% interval)')
+  episode = (f'K={config.shots}' if config.dataset == 'sinusoid'
+             else f'{config.num_ways}-way {config.shots}-shot')
+  print(f'\nHeld-out {config.dataset} tasks: {first["num_tasks"]}, {episode}; '
+        f'{first["metric"]} after inner steps (mean +- 95% interval)')
   for result in runs:
     print(evaluate.format_records(result.config.algorithm, result.records))
   if FLAGS.plot and config.dataset == 'sinusoid':
@@ -85,7 +90,8 @@ def _write_flagfile(config, workdir):
     if isinstance(value, (tuple, list)):
       value = ','.join(map(str, value))
     lines.append(f'--{name}={value}')
-  lines.append(f'--baselines={",".join(FLAGS.baselines)}')
+  if FLAGS.baselines is not None:
+    lines.append(f'--baselines={",".join(FLAGS.baselines)}')
   with open(os.path.join(workdir, 'flags.txt'), 'w') as f:
     f.write('\n'.join(lines) + '\n')
 

@@ -65,7 +65,7 @@ class SinusoidSource:
 
 class OmniglotSource:
   """N-way K-shot Omniglot episodes (28x28, strokes = 1) from a class split."""
-  eval_chunk = 50
+  eval_images = 4000
 
   def __init__(self, config: Config, show_progress: bool = True):
     if config.data_source == 'tfds':
@@ -89,14 +89,16 @@ class OmniglotSource:
     return episodes.prefetch(self.train_batch, start, stop)
 
   def eval_batches(self, split: str, num_tasks: int) -> Iterator[Task]:
+    """Chunks of about `eval_images` images (50 tasks of 5-way 1-shot, 15 queries)."""
     sampler = self.held_out[split]
-    for index, start in enumerate(range(0, num_tasks, self.eval_chunk)):
-      yield sampler.batch(index, min(self.eval_chunk, num_tasks - start))
+    chunk = max(1, self.eval_images // (sampler.ways * (sampler.shots + sampler.query)))
+    for index, start in enumerate(range(0, num_tasks, chunk)):
+      yield sampler.batch(index, min(chunk, num_tasks - start))
 
 
 class MiniImageNetSource(OmniglotSource):
   """N-way K-shot miniImageNet episodes (84x84 RGB, normalised per channel)."""
-  eval_chunk = 20
+  eval_images = 1600
 
   def __init__(self, config: Config, show_progress: bool = True):  # pylint: disable=super-init-not-called
     self.batch_size = config.meta_batch_size
