@@ -24,12 +24,17 @@ from metajax.learner import MetaLearner, init_model, split_loss, with_head
 from metajax.types import LossFn, Params, PRNGKey, Split, Task
 
 
-def _learner(name, model, loss_fn, adapt, init=None, **kwargs) -> MetaLearner:
-  """Completes a learner from its `adapt`: predict and the MAML outer loss."""
+def predict_after(model: nn.Module, adapt):
+  """`predict`: the model's outputs on `query_x` after `adapt` on the support set."""
 
   def predict(theta, support, query_x, rng, num_steps=None):
-    phi = adapt(theta, support, rng, num_steps)
-    return model.apply(phi, query_x)
+    return model.apply(adapt(theta, support, rng, num_steps), query_x)
+
+  return predict
+
+
+def _learner(name, model, loss_fn, adapt, init=None, **kwargs) -> MetaLearner:
+  """Completes a learner from its `adapt`: predict and the MAML outer loss."""
 
   def outer_loss(theta: Params, task: Task, rng: PRNGKey):
     phi, losses = adapt(theta, task.support, rng, None, return_losses=True)
@@ -40,7 +45,7 @@ def _learner(name, model, loss_fn, adapt, init=None, **kwargs) -> MetaLearner:
       name=name,
       init=init or functools.partial(init_model, model),
       adapt=adapt,
-      predict=predict,
+      predict=predict_after(model, adapt),
       outer_loss=outer_loss,
       **kwargs)
 

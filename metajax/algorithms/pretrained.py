@@ -14,7 +14,7 @@ import functools
 import flax.linen as nn
 
 from metajax import inner
-from metajax.algorithms.maml import full_adapt
+from metajax.algorithms.maml import full_adapt, predict_after
 from metajax.learner import MetaLearner, concat_splits, init_model, split_loss
 from metajax.types import LossFn, Params, PRNGKey, Task
 
@@ -39,9 +39,6 @@ def pretrained(model: nn.Module, loss_fn: LossFn, *, inner_lr: float = 0.01,
   optimizer = inner.inner_optimizer(inner_optimizer, inner_lr)
   adapt = full_adapt(model, loss_fn, optimizer, inner_steps)
 
-  def predict(theta, support, query_x, rng, num_steps=None):
-    return model.apply(adapt(theta, support, rng, num_steps), query_x)
-
   def outer_loss(theta: Params, task: Task, rng: PRNGKey):
     del rng
     loss = split_loss(model, loss_fn, theta['model'],
@@ -50,4 +47,4 @@ def pretrained(model: nn.Module, loss_fn: LossFn, *, inner_lr: float = 0.01,
 
   return MetaLearner(name='pretrained',
                      init=functools.partial(init_model, model), adapt=adapt,
-                     predict=predict, outer_loss=outer_loss)
+                     predict=predict_after(model, adapt), outer_loss=outer_loss)

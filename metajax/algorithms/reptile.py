@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 
 from metajax import inner
-from metajax.algorithms.maml import full_adapt
+from metajax.algorithms.maml import full_adapt, predict_after
 from metajax.learner import MetaLearner, init_model, split_loss
 from metajax.types import LossFn, Params, PRNGKey, Task
 
@@ -41,9 +41,6 @@ def reptile(model: nn.Module, loss_fn: LossFn, *, inner_lr: float = 0.01,
   optimizer = inner.inner_optimizer(inner_optimizer, inner_lr)
   adapt = full_adapt(model, loss_fn, optimizer, inner_steps)
 
-  def predict(theta, support, query_x, rng, num_steps=None):
-    return model.apply(adapt(theta, support, rng, num_steps), query_x)
-
   def meta_gradient(theta: Params, task: Task, rng: PRNGKey):
     theta = jax.lax.stop_gradient(theta)
     phi, losses = adapt(theta, task.support, rng, return_losses=True)
@@ -53,4 +50,5 @@ def reptile(model: nn.Module, loss_fn: LossFn, *, inner_lr: float = 0.01,
                        'support_loss_before': losses[0]}
 
   return MetaLearner(name='reptile', init=functools.partial(init_model, model),
-                     adapt=adapt, predict=predict, meta_gradient=meta_gradient)
+                     adapt=adapt, predict=predict_after(model, adapt),
+                     meta_gradient=meta_gradient)
