@@ -16,7 +16,7 @@ from metajax.config import Config
 from metajax.data import accuracy, cross_entropy
 from metajax.algorithms.protonet import prototype_logits
 from metajax.models import BatchStatNorm, Conv4, ResNet12
-from metajax.models.conv import max_pool_2x2
+from metajax.models.conv import Conv3x3, max_pool_2x2
 from metajax.types import Split, Task
 from tests.test_omniglot import DATA_DIR, needs_data
 
@@ -74,6 +74,14 @@ class Conv4Test(parameterized.TestCase):
     y = norm.apply(norm.init(KEY, x), x)
     np.testing.assert_allclose(y.mean((0, 1, 2)), 0, atol=1e-5)
     np.testing.assert_allclose(y.var((0, 1, 2)), 1, atol=1e-3)
+
+  def test_conv3x3_matches_flax_conv(self):
+    x = jax.random.normal(KEY, (2, 9, 7, 5))
+    ours = Conv3x3(4)
+    variables = ours.init(KEY, x)
+    reference = nn.Conv(4, (3, 3), padding='SAME')
+    np.testing.assert_allclose(ours.apply(variables, x), reference.apply(variables, x),
+                               rtol=1e-5, atol=1e-5)
 
   @parameterized.parameters(28, 7, 3)
   def test_max_pool_matches_flax(self, side):

@@ -16,7 +16,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 
-from metajax.models.conv import BatchStatNorm, max_pool_2x2
+from metajax.models.conv import BatchStatNorm, Conv3x3, max_pool_2x2
 from metajax.types import Array
 
 
@@ -29,9 +29,9 @@ class ResBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    shortcut = BatchStatNorm()(nn.Conv(self.channels, (1, 1), use_bias=False)(x))
+    shortcut = BatchStatNorm()(nn.Dense(self.channels, use_bias=False)(x))  # 1x1 conv
     for i in range(3):
-      x = BatchStatNorm()(nn.Conv(self.channels, (3, 3), padding='SAME', use_bias=False)(x))
+      x = BatchStatNorm()(Conv3x3(self.channels, use_bias=False)(x))
       if i < 2:
         x = _leaky(x)
     return max_pool_2x2(_leaky(x + shortcut))
