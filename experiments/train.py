@@ -60,7 +60,7 @@ def main(argv):
       print(f'{cfg.algorithm}: {int(result.state.step)} meta-steps, '
             f'{time.time() - t0:.1f} s', flush=True)
       runs.append(result)
-  except (ValueError, FloatingPointError) as e:
+  except (ValueError, FloatingPointError, FileNotFoundError) as e:
     sys.exit(f'error: {e}')
   _write_flagfile(config, workdir)
 
