@@ -24,6 +24,15 @@ TINY = dict(num_steps=40, log_every=10, checkpoint_every=20, eval_tasks=50,
             hidden=(16, 16), meta_batch_size=4)
 
 
+def _maml_step(inner_steps, num_tasks):
+  """(tasks, initial state, un-donated jitted step) of a small MAML problem."""
+  learner = helpers.learner('maml', inner_lr=0.03, inner_steps=inner_steps)
+  tasks = helpers.sinusoid_tasks(num_tasks=num_tasks)
+  opt = optax.adam(1e-2)
+  state = train.create_train_state(learner, opt, KEY, helpers.first(tasks))
+  return tasks, state, train.make_meta_train_step(learner, opt, donate=False)
+
+
 class MetaStepTest(parameterized.TestCase):
 
   @parameterized.parameters('maml', 'fomaml', 'reptile', 'anil', 'metasgd', 'pretrained')
@@ -41,11 +50,7 @@ class MetaStepTest(parameterized.TestCase):
                                np.mean([m['query_loss'] for _, m in loop]), rtol=1e-5)
 
   def test_jit_equals_no_jit(self):
-    learner = helpers.learner('maml', inner_lr=0.03, inner_steps=2)
-    tasks = helpers.sinusoid_tasks(num_tasks=5)
-    opt = optax.adam(1e-2)
-    state = train.create_train_state(learner, opt, KEY, helpers.first(tasks))
-    step = train.make_meta_train_step(learner, opt, donate=False)
+    tasks, state, step = _maml_step(inner_steps=2, num_tasks=5)
     jitted, m1 = step(state, tasks, KEY)
     with jax.disable_jit():
       plain, m2 = step(state, tasks, KEY)
@@ -54,11 +59,7 @@ class MetaStepTest(parameterized.TestCase):
                                  state.theta['model']['params']['head']['kernel']))
 
   def test_non_finite_gradient_freezes_state_and_records_the_step(self):
-    learner = helpers.learner('maml', inner_lr=0.03, inner_steps=1)
-    tasks = helpers.sinusoid_tasks(num_tasks=2)
-    opt = optax.adam(1e-2)
-    state = train.create_train_state(learner, opt, KEY, helpers.first(tasks))
-    step = train.make_meta_train_step(learner, opt, donate=False)
+    tasks, state, step = _maml_step(inner_steps=1, num_tasks=2)
     state, _ = step(state, tasks, KEY)
     bad = tasks._replace(query=tasks.query._replace(y=tasks.query.y.at[0, 0].set(jnp.nan)))
     frozen, metrics = step(state, bad, KEY)
