@@ -42,7 +42,8 @@ def main(argv):
   optimizer = meta_optimizer(config)
   state = train.create_train_state(learner, optimizer, jax.random.PRNGKey(config.seed),
                                    builders.example_task(config))
-  step = train.make_meta_train_step(learner, optimizer)
+  step = train.make_meta_train_step(learner, optimizer,
+                                    task_chunk=builders.task_chunk(config))
   batches = [source.train_batch(i) for i in range(FLAGS.window_steps)]
   keys = [jax.random.fold_in(state.rng, i) for i in range(FLAGS.window_steps)]
 
@@ -62,6 +63,7 @@ def main(argv):
   print(json.dumps({
       'algorithm': config.algorithm, 'dataset': config.dataset,
       'inner_steps': config.inner_steps, 'meta_batch_size': config.meta_batch_size,
+      'task_chunk': builders.task_chunk(config),
       'backend': jax.default_backend(), 'devices': jax.device_count(),
       'steps_per_s': round(steps_per_s, 2),
       'tasks_per_s': round(steps_per_s * config.meta_batch_size, 1),

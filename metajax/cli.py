@@ -28,6 +28,9 @@ HELP = {
     'seed': 'seed of initialisation and training tasks',
     'hidden': 'hidden widths of the MLP',
     'remat': 'rematerialise inner steps in the backward pass (less memory)',
+    'task_chunk': 'tasks vmapped together; a scan over chunks adds up their meta-gradients, '
+                  'so memory holds one chunk (0: auto, 1 for image models on a CPU, the whole '
+                  'meta-batch otherwise)',
     'eval_every': 'evaluate on validation tasks every N meta-steps (0: never)',
     'checkpoint_every': 'save a checkpoint every N meta-steps',
     'log_every': 'log training metrics every N meta-steps',

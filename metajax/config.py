@@ -23,7 +23,7 @@ SPLITS = ('vinyals', 'lake')
 # what it logs, never what one step computes.
 RESUMABLE_FIELDS = frozenset({
     'num_steps', 'eval_every', 'checkpoint_every', 'log_every', 'eval_tasks',
-    'eval_inner_steps', 'eval_query', 'max_checkpoints', 'data_dir', 'data_source',
+    'eval_inner_steps', 'eval_query', 'max_checkpoints', 'data_dir', 'data_source', 'task_chunk',
 })
 
 
@@ -45,6 +45,7 @@ class Config:
   seed: int = 0
   hidden: tuple[int, ...] = (40, 40)
   remat: bool = False
+  task_chunk: int = 0               # tasks vmapped together; 0: auto (builders.task_chunk)
   eval_every: int = 0              # 0: evaluate on validation tasks only at the end
   checkpoint_every: int = 1000
   log_every: int = 100
@@ -144,6 +145,11 @@ class Config:
       fail('query', self.query, 'must be a positive integer')
     if self.eval_query is not None and self.eval_query < 1:
       fail('eval_query', self.eval_query, 'must be a positive integer')
+    if self.task_chunk < 0:
+      fail('task_chunk', self.task_chunk, 'must be >= 0 (0: chosen for the backend)')
+    if self.task_chunk and self.meta_batch_size % self.task_chunk:
+      fail('task_chunk', self.task_chunk,
+           f'--meta_batch_size={self.meta_batch_size} is not a multiple of it')
     if self.eval_every < 0:
       fail('eval_every', self.eval_every, 'must be >= 0 (0: only at the end)')
     if any(s < 0 for s in self.eval_inner_steps) or not self.eval_inner_steps:

@@ -22,7 +22,7 @@ import tqdm
 from metajax import builders, evaluate as evaluation
 from metajax.checkpoint import Checkpointer
 from metajax.config import Config, differing_fields, meta_optimizer
-from metajax.learner import MetaLearner, mean_over_tasks
+from metajax.learner import MetaLearner
 from metajax.types import Array, Metrics, Params, PRNGKey, Task
 from metajax.writers import MetricWriter
 
@@ -69,37 +69,73 @@ def create_train_state(learner: MetaLearner, optimizer: optax.GradientTransforma
 
 
 def batch_meta_gradient(learner: MetaLearner, theta: Params, tasks: Task,
-                        keys: PRNGKey) -> tuple[Params, Metrics]:
+                        keys: PRNGKey, task_chunk: int = 0) -> tuple[Params, Metrics]:
   """Mean over the task axis of the per-task meta-gradients, and mean metrics.
 
-  For a learner with an `outer_loss` this is the gradient of the mean loss, so
-  XLA sums over tasks inside the backward pass instead of materialising one
-  gradient per task.
+  Args:
+    learner: the algorithm.
+    theta: meta-parameters.
+    tasks: a batch of T tasks (leading axis T).
+    keys: T keys.
+    task_chunk: tasks vmapped together. 0 or T: all T at once (one vmap).
+      Otherwise T must be a multiple of it: a `lax.scan` over T / task_chunk
+      chunks adds up the chunks' meta-gradients, so only one chunk's
+      activations are alive at a time. The result is the same up to the
+      order of floating-point sums.
+
+  For a learner with an `outer_loss` each chunk's meta-gradient is the gradient
+  of its summed loss, so XLA sums over the chunk's tasks inside the backward
+  pass instead of materialising one gradient per task.
   """
-  if learner.outer_loss is not None:
+  num_tasks = keys.shape[0]
+  chunk = task_chunk or num_tasks
+  if num_tasks % chunk:
+    raise ValueError(f'--task_chunk={task_chunk}: the meta-batch of {num_tasks} '
+                     'tasks is not a multiple of it')
 
-    def mean_loss(theta):
-      losses, aux = jax.vmap(learner.outer_loss, in_axes=(None, 0, 0))(
-          theta, tasks, keys)
-      return jnp.mean(losses), aux
+  def chunk_sums(chunk_tasks, chunk_keys):
+    if learner.outer_loss is not None:
 
-    grads, aux = jax.grad(mean_loss, has_aux=True)(theta)
+      def summed_loss(theta):
+        losses, aux = jax.vmap(learner.outer_loss, in_axes=(None, 0, 0))(
+            theta, chunk_tasks, chunk_keys)
+        return jnp.sum(losses), aux
+
+      grads, aux = jax.grad(summed_loss, has_aux=True)(theta)
+    else:
+      grads, aux = jax.vmap(learner.meta_gradient, in_axes=(None, 0, 0))(
+          theta, chunk_tasks, chunk_keys)
+      grads = jax.tree.map(lambda g: jnp.sum(g, axis=0), grads)
+    return grads, jax.tree.map(lambda v: jnp.sum(v, axis=0), aux)
+
+  if chunk == num_tasks:
+    sums = chunk_sums(tasks, keys)
   else:
-    grads, aux = jax.vmap(learner.meta_gradient, in_axes=(None, 0, 0))(
-        theta, tasks, keys)
-    grads = mean_over_tasks(grads)
-  return grads, mean_over_tasks(aux)
+    split = lambda v: v.reshape((num_tasks // chunk, chunk) + v.shape[1:])
+
+    def body(total, xs):
+      return jax.tree.map(jnp.add, total, chunk_sums(*xs)), None
+
+    zeros = jax.eval_shape(chunk_sums, jax.tree.map(lambda v: v[:chunk], tasks),
+                           keys[:chunk])
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zeros)
+    sums, _ = jax.lax.scan(body, zeros, jax.tree.map(split, (tasks, keys)))
+  return jax.tree.map(lambda v: v / num_tasks, sums)
 
 
 def make_meta_train_step(learner: MetaLearner,
                          optimizer: optax.GradientTransformation,
-                         donate: bool = True):
-  """The jitted `meta_train_step(state, tasks, key) -> (state, metrics)`."""
+                         donate: bool = True, task_chunk: int = 0):
+  """The jitted `meta_train_step(state, tasks, key) -> (state, metrics)`.
+
+  `task_chunk` is as in `batch_meta_gradient`.
+  """
 
   def meta_train_step(state: TrainState, tasks: Task, key: PRNGKey):
     num_tasks = jax.tree.leaves(tasks)[0].shape[0]
     keys = jax.random.split(key, num_tasks)
-    grads, metrics = batch_meta_gradient(learner, state.theta, tasks, keys)
+    grads, metrics = batch_meta_gradient(learner, state.theta, tasks, keys,
+                                          task_chunk)
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.theta)
     theta = optax.apply_updates(state.theta, updates)
@@ -249,7 +285,8 @@ def train_and_evaluate(config: Config, workdir: str,
     logging.info('Resumed %s from step %d', workdir, int(state.step))
   start = int(state.step)
   writer = MetricWriter(workdir, resume_step=start)
-  meta_train_step = make_meta_train_step(learner, optimizer)
+  meta_train_step = make_meta_train_step(
+      learner, optimizer, task_chunk=builders.task_chunk(config))
 
   best = BestKeeper(workdir, builders.objective(config)[2]) if config.eval_every else None
   window = []

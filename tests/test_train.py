@@ -49,6 +49,26 @@ class MetaStepTest(parameterized.TestCase):
     np.testing.assert_allclose(metrics['query_loss'],
                                np.mean([m['query_loss'] for _, m in loop]), rtol=1e-5)
 
+  @parameterized.parameters(('maml', 1), ('maml', 3), ('reptile', 2), ('metasgd', 6))
+  def test_chunked_meta_gradient_equals_one_vmap(self, name, chunk):
+    learner = helpers.learner(name, inner_lr=0.03, inner_steps=2)
+    tasks = helpers.sinusoid_tasks(num_tasks=6)
+    theta = helpers.init(learner, tasks)
+    keys = jax.random.split(KEY, 6)
+    whole = train.batch_meta_gradient(learner, theta, tasks, keys)
+    chunked = jax.jit(lambda th: train.batch_meta_gradient(learner, th, tasks, keys,
+                                                           task_chunk=chunk))(theta)
+    chex.assert_trees_all_close(chunked, whole, rtol=2e-5, atol=1e-6)
+
+  def test_chunk_that_does_not_divide_the_meta_batch_is_refused(self):
+    learner = helpers.learner('maml')
+    tasks = helpers.sinusoid_tasks(num_tasks=6)
+    with self.assertRaisesRegex(ValueError, r'--task_chunk=4: the meta-batch of 6'):
+      train.batch_meta_gradient(learner, helpers.init(learner, tasks), tasks,
+                                jax.random.split(KEY, 6), task_chunk=4)
+    with self.assertRaisesRegex(ValueError, r'--task_chunk=4.*meta_batch_size=6'):
+      Config(meta_batch_size=6, task_chunk=4).validate()
+
   def test_jit_equals_no_jit(self):
     tasks, state, step = _maml_step(inner_steps=2, num_tasks=5)
     jitted, m1 = step(state, tasks, KEY)
@@ -79,10 +99,10 @@ class TrainLoopTest(parameterized.TestCase):
     calls = []
     original = train.make_meta_train_step
 
-    def counting(learner, optimizer, donate=True):
+    def counting(learner, optimizer, donate=True, **kwargs):
       fn = learner.outer_loss
       learner = learner._replace(outer_loss=lambda *a: (calls.append(1), fn(*a))[1])
-      return original(learner, optimizer, donate)
+      return original(learner, optimizer, donate, **kwargs)
 
     train.make_meta_train_step = counting
     try:
