@@ -35,7 +35,9 @@ def make_learner(config: Config) -> MetaLearner:
   return algorithms.make(
       config.algorithm, make_model(config), objective(config)[0],
       inner_lr=config.inner_lr, inner_steps=config.inner_steps,
-      inner_optimizer=config.inner_optimizer, remat=config.remat)
+      inner_optimizer=config.inner_optimizer, remat=config.remat,
+      backprop_steps=config.backprop_steps, imaml_lambda=config.imaml_lambda,
+      cg_steps=config.cg_steps)
 
 
 def task_chunk(config: Config) -> int:

@@ -13,7 +13,7 @@ from absl import flags
 from metajax.config import Config
 
 HELP = {
-    'algorithm': 'maml | fomaml | reptile | anil | metasgd | pretrained | protonet',
+    'algorithm': 'maml | fomaml | reptile | anil | metasgd | imaml | pretrained | protonet',
     'dataset': 'sinusoid | omniglot | miniimagenet',
     'ways': 'classes per task (N); unset for regression',
     'shots': 'support examples per class (K)',
@@ -28,6 +28,10 @@ HELP = {
     'seed': 'seed of initialisation and training tasks',
     'hidden': 'hidden widths of the MLP',
     'remat': 'rematerialise inner steps in the backward pass (less memory)',
+    'backprop_steps': 'maml/anil/metasgd: backpropagate through only the last k inner steps, '
+                      'the earlier ones first-order (default: all)',
+    'imaml_lambda': 'iMAML: strength lambda of the proximal term lambda/2 ||phi - theta||^2',
+    'cg_steps': 'iMAML: conjugate-gradient iterations for the implicit meta-gradient',
     'task_chunk': 'tasks vmapped together; a scan over chunks adds up their meta-gradients, '
                   'so memory holds one chunk (0: auto, 1 for image models on a CPU, the whole '
                   'meta-batch otherwise)',

@@ -15,8 +15,9 @@ from metajax.inner import INNER_OPTIMIZERS
 
 DATASETS = ('sinusoid', 'omniglot', 'miniimagenet')
 MODELS = ('mlp', 'conv4', 'resnet12')
-ALGORITHM_NAMES = ('maml', 'fomaml', 'reptile', 'anil', 'metasgd', 'pretrained',
+ALGORITHM_NAMES = ('maml', 'fomaml', 'reptile', 'anil', 'metasgd', 'imaml', 'pretrained',
                    'protonet')
+TRUNCATABLE = ('maml', 'anil', 'metasgd')  # take --backprop_steps
 SPLITS = ('vinyals', 'lake')
 
 # Fields that may change when a run is resumed: they change how long it runs or
@@ -45,6 +46,9 @@ class Config:
   seed: int = 0
   hidden: tuple[int, ...] = (40, 40)
   remat: bool = False
+  backprop_steps: Optional[int] = None  # differentiate the last k inner steps (None: all)
+  imaml_lambda: float = 1.0        # iMAML's proximal strength
+  cg_steps: int = 5                # iMAML's conjugate-gradient iterations
   task_chunk: int = 0               # tasks vmapped together; 0: auto (builders.task_chunk)
   eval_every: int = 0              # 0: evaluate on validation tasks only at the end
   checkpoint_every: int = 1000
@@ -145,6 +149,16 @@ class Config:
       fail('query', self.query, 'must be a positive integer')
     if self.eval_query is not None and self.eval_query < 1:
       fail('eval_query', self.eval_query, 'must be a positive integer')
+    if self.backprop_steps is not None:
+      if self.algorithm not in TRUNCATABLE:
+        fail('backprop_steps', self.backprop_steps,
+             f'truncation applies to {", ".join(TRUNCATABLE)}, not --algorithm={self.algorithm}')
+      if self.backprop_steps < 0:
+        fail('backprop_steps', self.backprop_steps, 'must be >= 0')
+    if not self.imaml_lambda > 0:
+      fail('imaml_lambda', self.imaml_lambda, 'must be > 0')
+    if self.cg_steps < 1:
+      fail('cg_steps', self.cg_steps, 'must be a positive integer')
     if self.task_chunk < 0:
       fail('task_chunk', self.task_chunk, 'must be >= 0 (0: chosen for the backend)')
     if self.task_chunk and self.meta_batch_size % self.task_chunk:

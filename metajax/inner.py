@@ -7,7 +7,7 @@ differentiable computation: `jax.grad` through it gives the exact
 optimizers such as momentum and Adam.
 """
 
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -70,6 +70,7 @@ def inner_loop(
     *,
     first_order: bool = False,
     remat: bool = False,
+    backprop_steps: Optional[int] = None,
 ) -> InnerResult:
   """Runs `num_steps` steps of `optimizer` on `loss_fn`, starting at `params`.
 
@@ -84,24 +85,39 @@ def inner_loop(
     first_order: treat each inner gradient as a constant
       (`stop_gradient`), which gives first-order MAML's meta-gradient.
     remat: rematerialise each step in the backward pass (`jax.checkpoint`),
-      trading compute for memory that no longer grows with the step count.
+      trading compute for memory: the backward pass keeps only each step's
+      parameters and optimizer state, not its activations.
+    backprop_steps: differentiate through only the last `backprop_steps`
+      steps (truncated backpropagation). The earlier steps are first-order:
+      their gradients are constants, so d phi_{n-k} / d theta is the identity.
+      None (or >= num_steps): through every step; 0: first-order throughout.
 
   Returns:
     `InnerResult(params=phi, losses=support loss before each step)`.
   """
   if num_steps < 0:
     raise ValueError(f'inner num_steps must be >= 0, got {num_steps}')
+  if backprop_steps is not None and backprop_steps < 0:
+    raise ValueError(f'--backprop_steps={backprop_steps}: must be >= 0')
+  exact = num_steps if backprop_steps is None else min(backprop_steps, num_steps)
+  if first_order:
+    exact = 0
 
-  def step(carry, _):
-    phi, opt_state = carry
-    loss, grads = jax.value_and_grad(loss_fn)(phi)
-    if first_order:
-      grads = jax.lax.stop_gradient(grads)
-    updates, opt_state = optimizer.update(grads, opt_state, phi)
-    return (optax.apply_updates(phi, updates), opt_state), loss
+  def make_step(constant_gradients):
+    def step(carry, _):
+      phi, opt_state = carry
+      loss, grads = jax.value_and_grad(loss_fn)(phi)
+      if constant_gradients:
+        grads = jax.lax.stop_gradient(grads)
+      updates, opt_state = optimizer.update(grads, opt_state, phi)
+      return (optax.apply_updates(phi, updates), opt_state), loss
+    return jax.checkpoint(step) if remat else step
 
-  if remat:
-    step = jax.checkpoint(step)
   carry = (params, optimizer.init(params))
-  (phi, _), losses = jax.lax.scan(step, carry, None, length=num_steps)
-  return InnerResult(phi, losses)
+  losses = []
+  for constant, length in ((True, num_steps - exact), (False, exact)):
+    if length:
+      carry, part = jax.lax.scan(make_step(constant), carry, None, length=length)
+      losses.append(part)
+  losses = jnp.concatenate(losses) if losses else jnp.zeros((0,), jnp.float32)
+  return InnerResult(carry[0], losses)

@@ -94,6 +94,7 @@ CONFORMANCE = {
     'anil': dict(inner_lr=0.01, inner_steps=1),
     'metasgd': dict(inner_lr=0.01, inner_steps=1),
     'reptile': dict(inner_lr=0.02, inner_steps=5),
+    'imaml': dict(inner_lr=0.01, inner_steps=5, imaml_lambda=1.0, cg_steps=5),
     # A small fine-tuning step: the pretrained net's gradients are large.
     'pretrained': dict(inner_lr=0.002, inner_steps=1),
 }

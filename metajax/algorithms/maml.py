@@ -51,7 +51,8 @@ def _learner(name, model, loss_fn, adapt, init=None, **kwargs) -> MetaLearner:
 
 
 def full_adapt(model: nn.Module, loss_fn: LossFn, optimizer, inner_steps: int,
-               *, first_order: bool = False, remat: bool = False):
+               *, first_order: bool = False, remat: bool = False,
+               backprop_steps=None):
   """`adapt` that runs the inner loop on every model parameter."""
 
   def adapt(theta, support: Split, rng, num_steps=None, return_losses=False):
@@ -59,7 +60,8 @@ def full_adapt(model: nn.Module, loss_fn: LossFn, optimizer, inner_steps: int,
     steps = inner_steps if num_steps is None else num_steps
     result = inner.inner_loop(
         lambda v: split_loss(model, loss_fn, v, support), theta['model'],
-        optimizer, steps, first_order=first_order, remat=remat)
+        optimizer, steps, first_order=first_order, remat=remat,
+        backprop_steps=backprop_steps)
     return (result.params, result.losses) if return_losses else result.params
 
   return adapt
@@ -67,7 +69,8 @@ def full_adapt(model: nn.Module, loss_fn: LossFn, optimizer, inner_steps: int,
 
 def maml(model: nn.Module, loss_fn: LossFn, *, inner_lr: float = 0.01,
          inner_steps: int = 1, inner_optimizer: str = 'sgd',
-         first_order: bool = False, remat: bool = False) -> MetaLearner:
+         first_order: bool = False, remat: bool = False,
+         backprop_steps=None) -> MetaLearner:
   """Model-agnostic meta-learning.
 
   theta <- theta - beta * grad_theta sum_tasks L_query(adapt(theta, support)).
@@ -80,24 +83,31 @@ def maml(model: nn.Module, loss_fn: LossFn, *, inner_lr: float = 0.01,
     inner_optimizer: 'sgd', 'momentum' or 'adam' (differentiated through).
     first_order: drop the second-order terms (first-order MAML).
     remat: rematerialise inner steps in the backward pass.
+    backprop_steps: differentiate through only the last k inner steps
+      (`inner.inner_loop`); None: all of them.
 
   Returns:
     A `MetaLearner`.
   """
   optimizer = inner.inner_optimizer(inner_optimizer, inner_lr)
   adapt = full_adapt(model, loss_fn, optimizer, inner_steps,
-                     first_order=first_order, remat=remat)
+                     first_order=first_order, remat=remat,
+                     backprop_steps=backprop_steps)
   return _learner('fomaml' if first_order else 'maml', model, loss_fn, adapt)
 
 
-def fomaml(model: nn.Module, loss_fn: LossFn, **kwargs) -> MetaLearner:
+def fomaml(model: nn.Module, loss_fn: LossFn, *, inner_lr: float = 0.01,
+           inner_steps: int = 1, inner_optimizer: str = 'sgd',
+           remat: bool = False) -> MetaLearner:
   """First-order MAML: MAML with the inner gradients held constant."""
-  return maml(model, loss_fn, first_order=True, **kwargs)
+  return maml(model, loss_fn, inner_lr=inner_lr, inner_steps=inner_steps,
+              inner_optimizer=inner_optimizer, first_order=True, remat=remat)
 
 
 def anil(model: nn.Module, loss_fn: LossFn, *, inner_lr: float = 0.01,
          inner_steps: int = 1, inner_optimizer: str = 'sgd',
-         first_order: bool = False, remat: bool = False) -> MetaLearner:
+         first_order: bool = False, remat: bool = False,
+         backprop_steps=None) -> MetaLearner:
   """Almost No Inner Loop: the inner loop adapts only the head.
 
   The model must have a submodule `head` and the methods `embed(x)` and
@@ -120,7 +130,7 @@ def anil(model: nn.Module, loss_fn: LossFn, *, inner_lr: float = 0.01,
 
     result = inner.inner_loop(head_loss, variables['params']['head'],
                               optimizer, steps, first_order=first_order,
-                              remat=remat)
+                              remat=remat, backprop_steps=backprop_steps)
     phi = with_head(variables, result.params)
     return (phi, result.losses) if return_losses else phi
 
@@ -129,7 +139,7 @@ def anil(model: nn.Module, loss_fn: LossFn, *, inner_lr: float = 0.01,
 
 def metasgd(model: nn.Module, loss_fn: LossFn, *, inner_lr: float = 0.01,
             inner_steps: int = 1, inner_optimizer: str = 'sgd',
-            remat: bool = False) -> MetaLearner:
+            remat: bool = False, backprop_steps=None) -> MetaLearner:
   """Meta-SGD: a meta-learned learning rate for every parameter.
 
   phi = theta - alpha * direction, with `alpha` (a pytree shaped like the
@@ -151,7 +161,7 @@ def metasgd(model: nn.Module, loss_fn: LossFn, *, inner_lr: float = 0.01,
                             inner.scale_by_tree(theta['inner_lr']))
     result = inner.inner_loop(
         lambda v: split_loss(model, loss_fn, v, support), theta['model'],
-        optimizer, steps, remat=remat)
+        optimizer, steps, remat=remat, backprop_steps=backprop_steps)
     return (result.params, result.losses) if return_losses else result.params
 
   return _learner('metasgd', model, loss_fn, adapt, init=init)
