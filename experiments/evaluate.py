@@ -42,9 +42,10 @@ def main(argv):
       config = config.replace(eval_inner_steps=steps)
     changes = {k: FLAGS[k].value for k in ('ways', 'shots') if FLAGS[k].value is not None}
     if changes:
-      if learner.adapts:
-        raise ValueError(f'--{next(iter(changes))}: only learners without an inner loop '
-                         f'(protonet) can be tested on other episodes than they trained on; '
+      if not learner.any_ways:
+        raise ValueError(f'--{next(iter(changes))}: only learners whose classes come from the '
+                         f'support set (protonet, predictor) can be tested on other episodes '
+                         f'than they trained on; '
                          f'{config.algorithm} has a {config.num_ways}-way head')
       config = config.replace(
           train_ways=config.num_train_ways, **changes).validate()

@@ -37,7 +37,7 @@ def make_learner(config: Config) -> MetaLearner:
       inner_lr=config.inner_lr, inner_steps=config.inner_steps,
       inner_optimizer=config.inner_optimizer, remat=config.remat,
       backprop_steps=config.backprop_steps, imaml_lambda=config.imaml_lambda,
-      cg_steps=config.cg_steps)
+      cg_steps=config.cg_steps, predictor_head=config.predictor_head)
 
 
 def task_chunk(config: Config) -> int:

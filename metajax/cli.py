@@ -13,7 +13,8 @@ from absl import flags
 from metajax.config import Config
 
 HELP = {
-    'algorithm': 'maml | fomaml | reptile | anil | metasgd | imaml | pretrained | protonet',
+    'algorithm': 'maml | fomaml | reptile | anil | metasgd | imaml | pretrained | protonet | '
+                 'predictor',
     'dataset': 'sinusoid | omniglot | miniimagenet',
     'ways': 'classes per task (N); unset for regression',
     'shots': 'support examples per class (K)',
@@ -32,6 +33,8 @@ HELP = {
                       'the earlier ones first-order (default: all)',
     'imaml_lambda': 'iMAML: strength lambda of the proximal term lambda/2 ||phi - theta||^2',
     'cg_steps': 'iMAML: conjugate-gradient iterations for the implicit meta-gradient',
+    'predictor_head': 'predictor: how a query is scored against the predicted class weights: '
+                      'cosine (times a learned scale) | dot | euclidean',
     'task_chunk': 'tasks vmapped together; a scan over chunks adds up their meta-gradients, '
                   'so memory holds one chunk (0: auto, 1 for image models on a CPU, the whole '
                   'meta-batch otherwise)',

@@ -16,7 +16,9 @@ from metajax.inner import INNER_OPTIMIZERS
 DATASETS = ('sinusoid', 'omniglot', 'miniimagenet')
 MODELS = ('mlp', 'conv4', 'resnet12')
 ALGORITHM_NAMES = ('maml', 'fomaml', 'reptile', 'anil', 'metasgd', 'imaml', 'pretrained',
-                   'protonet')
+                   'protonet', 'predictor')
+ANY_WAYS = ('protonet', 'predictor')  # heads sized by the support set
+PREDICTOR_HEADS = ('cosine', 'dot', 'euclidean')
 TRUNCATABLE = ('maml', 'anil', 'metasgd')  # take --backprop_steps
 SPLITS = ('vinyals', 'lake')
 
@@ -49,6 +51,7 @@ class Config:
   backprop_steps: Optional[int] = None  # differentiate the last k inner steps (None: all)
   imaml_lambda: float = 1.0        # iMAML's proximal strength
   cg_steps: int = 5                # iMAML's conjugate-gradient iterations
+  predictor_head: str = 'cosine'    # predictor: cosine | dot | euclidean
   task_chunk: int = 0               # tasks vmapped together; 0: auto (builders.task_chunk)
   eval_every: int = 0              # 0: evaluate on validation tasks only at the end
   checkpoint_every: int = 1000
@@ -140,7 +143,12 @@ class Config:
       fail('inner_optimizer', self.inner_optimizer,
            f'choose one of {", ".join(INNER_OPTIMIZERS)}')
     meta_optimizer(self)  # raises for an unknown meta-optimizer
-    for flag in ('shots', 'inner_steps', 'meta_batch_size', 'num_steps',
+    if self.inner_steps < (0 if self.algorithm == 'predictor' else 1):
+      fail('inner_steps', self.inner_steps,
+           'must be >= 0' if self.algorithm == 'predictor' else 'must be a positive integer')
+    if self.predictor_head not in PREDICTOR_HEADS:
+      fail('predictor_head', self.predictor_head, f'choose one of {", ".join(PREDICTOR_HEADS)}')
+    for flag in ('shots', 'meta_batch_size', 'num_steps',
                  'checkpoint_every', 'log_every', 'eval_tasks',
                  'max_checkpoints'):
       if getattr(self, flag) < 1:
@@ -200,9 +208,10 @@ class Config:
         fail('model', self.model, 'image tasks take conv4 or resnet12')
       if self.augment and self.dataset != 'miniimagenet':
         fail('augment', self.augment, 'augmentation is for miniImageNet')
-    if self.num_train_ways != self.num_ways and self.algorithm != 'protonet':
+    if self.num_train_ways != self.num_ways and self.algorithm not in ANY_WAYS:
       fail('train_ways', self.train_ways,
-           f'only protonet can train with other ways than it tests (--ways={self.num_ways}): '
+           f'only {" and ".join(ANY_WAYS)} can train with other ways than they test '
+           f'(--ways={self.num_ways}): '
            f'{self.algorithm} has an {self.num_ways}-way head')
     return self
 

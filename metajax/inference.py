@@ -77,7 +77,7 @@ class TrainedLearner:
       raise ValueError(f'support_labels must give one label per support image: '
                        f'{len(support_images)} images, labels of shape {support_labels.shape}')
     classes, y = np.unique(support_labels, return_inverse=True)
-    if self.learner.adapts and len(classes) != self.config.num_ways:
+    if not self.learner.any_ways and len(classes) != self.config.num_ways:
       raise ValueError(f'this {self.config.algorithm} learner was trained for '
                        f'{self.config.num_ways}-way tasks; the support set has '
                        f'{len(classes)} classes')

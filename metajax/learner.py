@@ -33,6 +33,9 @@ class MetaLearner(NamedTuple):
       meta-gradient. None when the update is not a gradient (Reptile).
     meta_gradient: `(theta, task, rng) -> (update_direction, aux)` for
       algorithms whose update is not the gradient of `outer_loss`.
+    adapts: whether `num_steps` means anything (an inner loop to step).
+    any_ways: whether one learner classifies N-way tasks for any N (its
+      classes come from the support set, not from a fixed-size head).
   """
   name: str
   init: Callable[[PRNGKey, Task], Params]
@@ -41,6 +44,7 @@ class MetaLearner(NamedTuple):
   outer_loss: Optional[Callable[[Params, Task, PRNGKey], tuple[Array, Metrics]]] = None
   meta_gradient: Optional[Callable[[Params, Task, PRNGKey], tuple[Params, Metrics]]] = None
   adapts: bool = True  # False for learners with no inner loop to step through
+  any_ways: bool = False  # True where the head is sized by the support set (any N)
 
 
 def task_meta_gradient(learner: MetaLearner, theta: Params, task: Task,

@@ -125,8 +125,8 @@ class ProtoNetTest(parameterized.TestCase):
 
 class EveryAlgorithmOnImagesTest(parameterized.TestCase):
 
-  @parameterized.parameters('maml', 'fomaml', 'reptile', 'anil', 'metasgd', 'pretrained',
-                            'protonet')
+  @parameterized.parameters('maml', 'fomaml', 'reptile', 'anil', 'metasgd', 'imaml',
+                            'pretrained', 'protonet', 'predictor')
   def test_one_meta_step_on_image_tasks(self, name):
     model = Conv4(out=3, channels=(8,) * 4)
     learner = algorithms.make(name, model, cross_entropy, inner_lr=0.1, inner_steps=2)

@@ -5,6 +5,7 @@ from typing import Callable
 
 from metajax.algorithms.imaml import imaml
 from metajax.algorithms.maml import anil, fomaml, maml, metasgd
+from metajax.algorithms.predictor import predictor
 from metajax.algorithms.pretrained import pretrained
 from metajax.algorithms.protonet import protonet
 from metajax.algorithms.reptile import reptile
@@ -19,6 +20,7 @@ ALGORITHMS: dict[str, Callable[..., MetaLearner]] = {
     'imaml': imaml,
     'pretrained': pretrained,
     'protonet': protonet,
+    'predictor': predictor,
 }
 
 
@@ -40,4 +42,4 @@ def make(name: str, model, loss_fn, **kwargs) -> MetaLearner:
 
 
 __all__ = ['ALGORITHMS', 'make', 'maml', 'fomaml', 'anil', 'metasgd', 'imaml',
-           'reptile', 'pretrained', 'protonet']
+           'reptile', 'pretrained', 'protonet', 'predictor']

@@ -70,4 +70,4 @@ def protonet(model: nn.Module, loss_fn: LossFn, **unused) -> MetaLearner:
     return loss, {'query_loss': loss}
 
   return MetaLearner(name='protonet', init=init, adapt=adapt, predict=predict,
-                     outer_loss=outer_loss, adapts=False)
+                     outer_loss=outer_loss, adapts=False, any_ways=True)
