@@ -37,7 +37,8 @@ def make_learner(config: Config) -> MetaLearner:
       inner_lr=config.inner_lr, inner_steps=config.inner_steps,
       inner_optimizer=config.inner_optimizer, remat=config.remat,
       backprop_steps=config.backprop_steps, imaml_lambda=config.imaml_lambda,
-      cg_steps=config.cg_steps, predictor_head=config.predictor_head)
+      cg_steps=config.cg_steps, predictor_head=config.predictor_head,
+      finetune_head=config.finetune_head, num_classes=config.pretrain_classes)
 
 
 def task_chunk(config: Config) -> int:
@@ -66,6 +67,19 @@ def example_task(config: Config) -> Task:
   return Task(Split(jnp.zeros((n,) + shape), labels), Split(jnp.zeros((n,) + shape), labels))
 
 
+def resolve(config: Config, source) -> Config:
+  """`config` with the settings that come from the data filled in.
+
+  Fine-tuning's pre-training head has one output per class of the training
+  split (`--pretrain_classes`); the run's config.json records the number, so a
+  trained run loads without its data.
+  """
+  if config.algorithm == 'finetune' and config.pretrain_classes is None:
+    config = config.replace(pretrain_classes=source.num_train_classes)
+  return config
+
+
 def build(config: Config, show_progress: bool = True):
-  """(source, learner) for a validated config."""
-  return make_source(config, show_progress), make_learner(config)
+  """(source, learner) for a validated config (`resolve`d against the data)."""
+  source = make_source(config, show_progress)
+  return source, make_learner(resolve(config, source))

@@ -14,7 +14,7 @@ from metajax.config import Config
 
 HELP = {
     'algorithm': 'maml | fomaml | reptile | anil | metasgd | imaml | pretrained | protonet | '
-                 'predictor',
+                 'predictor | finetune',
     'dataset': 'sinusoid | omniglot | miniimagenet',
     'ways': 'classes per task (N); unset for regression',
     'shots': 'support examples per class (K)',
@@ -22,7 +22,7 @@ HELP = {
     'inner_steps': 'inner-loop steps during meta-training',
     'inner_lr': 'inner-loop learning rate (Meta-SGD: its initial value)',
     'inner_optimizer': 'inner-loop optimizer, differentiated through: sgd | momentum | adam',
-    'meta_batch_size': 'tasks per meta-step',
+    'meta_batch_size': 'tasks per meta-step (finetune: images per pre-training mini-batch)',
     'meta_lr': 'meta-optimizer learning rate',
     'meta_optimizer': 'any optax optimizer that takes a learning_rate (adam, sgd, adamw, ...)',
     'num_steps': 'meta-steps to train (raise it to extend a finished run)',
@@ -35,6 +35,13 @@ HELP = {
     'cg_steps': 'iMAML: conjugate-gradient iterations for the implicit meta-gradient',
     'predictor_head': 'predictor: how a query is scored against the predicted class weights: '
                       'cosine (times a learned scale) | dot | euclidean',
+    'finetune_head': 'finetune: the head fitted on each test episode: linear (Baseline) | '
+                     'cosine (Baseline++, also in pre-training)',
+    'pretrain_classes': 'finetune: classes of the pre-training head (default: every class '
+                        'of the training split, from the data)',
+    'lr_schedule': 'constant | warmup_cosine: linear warm-up over --warmup_steps, then cosine '
+                   'decay to 0 at --num_steps (optax)',
+    'warmup_steps': 'warm-up steps of --lr_schedule=warmup_cosine',
     'task_chunk': 'tasks vmapped together; a scan over chunks adds up their meta-gradients, '
                   'so memory holds one chunk (0: auto, 1 for image models on a CPU, the whole '
                   'meta-batch otherwise)',
@@ -59,7 +66,7 @@ HELP = {
     'channels': 'filters per block of Conv4 (default: 64 for Omniglot, 32 for miniImageNet)',
     'model': 'mlp | conv4 | resnet12 (default: mlp for sinusoid, conv4 for images)',
     'augment': 'random 8-pixel-padded crops and horizontal flips of miniImageNet training '
-               'episodes',
+               'episodes; random 2-pixel shifts of Omniglot pre-training images (finetune)',
 }
 
 

@@ -16,9 +16,11 @@ from metajax.inner import INNER_OPTIMIZERS
 DATASETS = ('sinusoid', 'omniglot', 'miniimagenet')
 MODELS = ('mlp', 'conv4', 'resnet12')
 ALGORITHM_NAMES = ('maml', 'fomaml', 'reptile', 'anil', 'metasgd', 'imaml', 'pretrained',
-                   'protonet', 'predictor')
-ANY_WAYS = ('protonet', 'predictor')  # heads sized by the support set
+                   'protonet', 'predictor', 'finetune')
+ANY_WAYS = ('protonet', 'predictor', 'finetune')  # heads sized by the support set
 PREDICTOR_HEADS = ('cosine', 'dot', 'euclidean')
+FINETUNE_HEADS = ('linear', 'cosine')  # Baseline, Baseline++
+LR_SCHEDULES = ('constant', 'warmup_cosine')
 TRUNCATABLE = ('maml', 'anil', 'metasgd')  # take --backprop_steps
 SPLITS = ('vinyals', 'lake')
 
@@ -52,6 +54,10 @@ class Config:
   imaml_lambda: float = 1.0        # iMAML's proximal strength
   cg_steps: int = 5                # iMAML's conjugate-gradient iterations
   predictor_head: str = 'cosine'    # predictor: cosine | dot | euclidean
+  finetune_head: str = 'linear'     # finetune: linear (Baseline) | cosine (Baseline++)
+  pretrain_classes: Optional[int] = None  # finetune: C, set from the data when None
+  lr_schedule: str = 'constant'     # constant | warmup_cosine (of --meta_lr)
+  warmup_steps: int = 0             # warmup_cosine: linear warm-up steps
   task_chunk: int = 0               # tasks vmapped together; 0: auto (builders.task_chunk)
   eval_every: int = 0              # 0: evaluate on validation tasks only at the end
   checkpoint_every: int = 1000
@@ -142,10 +148,17 @@ class Config:
     if self.inner_optimizer not in INNER_OPTIMIZERS:
       fail('inner_optimizer', self.inner_optimizer,
            f'choose one of {", ".join(INNER_OPTIMIZERS)}')
-    meta_optimizer(self)  # raises for an unknown meta-optimizer
     if self.inner_steps < (0 if self.algorithm == 'predictor' else 1):
       fail('inner_steps', self.inner_steps,
            'must be >= 0' if self.algorithm == 'predictor' else 'must be a positive integer')
+    if self.finetune_head not in FINETUNE_HEADS:
+      fail('finetune_head', self.finetune_head, f'choose one of {", ".join(FINETUNE_HEADS)}')
+    if self.algorithm == 'finetune' and self.dataset == 'sinusoid':
+      fail('algorithm', self.algorithm, 'Baseline/Baseline++ classify; for sinusoid use pretrained')
+    if self.pretrain_classes is not None and self.pretrain_classes < 2:
+      fail('pretrain_classes', self.pretrain_classes, 'must be >= 2')
+    if self.lr_schedule not in LR_SCHEDULES:
+      fail('lr_schedule', self.lr_schedule, f'choose one of {", ".join(LR_SCHEDULES)}')
     if self.predictor_head not in PREDICTOR_HEADS:
       fail('predictor_head', self.predictor_head, f'choose one of {", ".join(PREDICTOR_HEADS)}')
     for flag in ('shots', 'meta_batch_size', 'num_steps',
@@ -153,6 +166,8 @@ class Config:
                  'max_checkpoints'):
       if getattr(self, flag) < 1:
         fail(flag, getattr(self, flag), 'must be a positive integer')
+    if not 0 <= self.warmup_steps < self.num_steps:
+      fail('warmup_steps', self.warmup_steps, f'must be in [0, --num_steps={self.num_steps})')
     if self.query is not None and self.query < 1:
       fail('query', self.query, 'must be a positive integer')
     if self.eval_query is not None and self.eval_query < 1:
@@ -206,18 +221,29 @@ class Config:
         fail('channels', self.channels, 'must be a positive integer')
       if self.model_name not in ('conv4', 'resnet12'):
         fail('model', self.model, 'image tasks take conv4 or resnet12')
-      if self.augment and self.dataset != 'miniimagenet':
-        fail('augment', self.augment, 'augmentation is for miniImageNet')
+      if self.augment and self.dataset == 'omniglot' and self.algorithm != 'finetune':
+        fail('augment', self.augment, 'Omniglot augmentation (random shifts) is for '
+             '--algorithm=finetune pre-training')
     if self.num_train_ways != self.num_ways and self.algorithm not in ANY_WAYS:
       fail('train_ways', self.train_ways,
            f'only {" and ".join(ANY_WAYS)} can train with other ways than they test '
            f'(--ways={self.num_ways}): '
            f'{self.algorithm} has an {self.num_ways}-way head')
+    meta_optimizer(self)  # raises for an unknown meta-optimizer
     return self
 
 
+def learning_rate(config: Config):
+  """--meta_lr, or its warm-up + cosine-decay schedule over --num_steps (optax)."""
+  if config.lr_schedule == 'warmup_cosine':
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=config.meta_lr, warmup_steps=config.warmup_steps,
+        decay_steps=config.num_steps)
+  return config.meta_lr
+
+
 def meta_optimizer(config: Config) -> optax.GradientTransformation:
-  """`optax.<meta_optimizer>(meta_lr)`: any optax optimizer taking a learning rate."""
+  """`optax.<meta_optimizer>(learning_rate(config))`: any optax optimizer taking a learning rate."""
   factory = getattr(optax, config.meta_optimizer, None)
   takes_lr = False
   if callable(factory) and not config.meta_optimizer.startswith('_'):
@@ -229,11 +255,18 @@ def meta_optimizer(config: Config) -> optax.GradientTransformation:
     raise ValueError(
         f'--meta_optimizer={config.meta_optimizer!r}: not an optax optimizer '
         'with a learning_rate (e.g. adam, sgd, adamw, rmsprop, lamb)')
-  return factory(config.meta_lr)
+  return factory(learning_rate(config))
 
 
 def differing_fields(saved: Config, requested: Config) -> list[str]:
-  """The fields, outside `RESUMABLE_FIELDS`, in which two configs differ."""
+  """The fields, outside `RESUMABLE_FIELDS`, in which two configs differ.
+
+  `num_steps` may change on resume (to extend a run), except under a learning
+  rate schedule, whose shape it sets.
+  """
+  resumable = RESUMABLE_FIELDS
+  if saved.lr_schedule != 'constant' or requested.lr_schedule != 'constant':
+    resumable = resumable - {'num_steps'}
   return [f.name for f in dataclasses.fields(Config)
-          if f.name not in RESUMABLE_FIELDS
+          if f.name not in resumable
           and getattr(saved, f.name) != getattr(requested, f.name)]

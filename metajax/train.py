@@ -264,8 +264,10 @@ def train_and_evaluate(config: Config, workdir: str,
     NonFiniteMetaGradientError: a meta-gradient was not finite.
   """
   config.validate()
+  source = builders.make_source(config, show_progress)
+  config = builders.resolve(config, source)
   check_workdir(config, workdir)
-  source, learner = builders.build(config)
+  learner = builders.make_learner(config)
   optimizer = meta_optimizer(config)
 
   os.makedirs(workdir, exist_ok=True)

@@ -106,8 +106,9 @@ class ConformanceTest(parameterized.TestCase):
   """Every registered algorithm: finite, traces once, learns, adapts."""
 
   def test_every_algorithm_is_covered(self):
-    # ProtoNets classify; they are run on image tasks in test_vision.py.
-    self.assertEqual(set(CONFORMANCE) | {'protonet'}, set(algorithms.ALGORITHMS))
+    # ProtoNets and Baseline/Baseline++ classify: they are run on image tasks in
+    # test_vision.py and test_finetune.py.
+    self.assertEqual(set(CONFORMANCE) | {'protonet', 'finetune'}, set(algorithms.ALGORITHMS))
 
   @parameterized.parameters(*CONFORMANCE)
   def test_algorithm_learns_sinusoids(self, name):

@@ -167,10 +167,10 @@ class TrainLoopTest(parameterized.TestCase):
   def test_nan_meta_gradient_stops_with_the_step_and_keeps_the_last_checkpoint(self):
     workdir = self.create_tempdir().full_path
     config = Config(**{**TINY, 'num_steps': 60, 'checkpoint_every': 20, 'log_every': 5})
-    real_build = builders.build
+    real_source = builders.make_source
 
-    def poisoned_build(cfg):
-      source, learner = real_build(cfg)
+    def poisoned_source(cfg, *args, **kwargs):
+      source = real_source(cfg, *args, **kwargs)
       batch = source.train_batch
 
       def train_batch(step):
@@ -179,15 +179,15 @@ class TrainLoopTest(parameterized.TestCase):
           tasks = tasks._replace(query=tasks.query._replace(y=tasks.query.y * jnp.nan))
         return tasks
       source.train_batch = train_batch
-      return source, learner
+      return source
 
-    builders.build = poisoned_build
+    builders.make_source = poisoned_source
     try:
       with self.assertRaisesRegex(FloatingPointError,
                                   r'meta-step 27 .*last good checkpoint, step 20'):
         train.train_and_evaluate(config, workdir, show_progress=False)
     finally:
-      builders.build = real_build
+      builders.make_source = real_source
     checkpointer = Checkpointer(workdir)
     self.assertEqual(checkpointer.latest_step(), 20)
     config_, learner, state = train.load_run(workdir)

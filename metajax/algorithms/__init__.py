@@ -3,6 +3,7 @@
 import inspect
 from typing import Callable
 
+from metajax.algorithms.finetune import finetune
 from metajax.algorithms.imaml import imaml
 from metajax.algorithms.maml import anil, fomaml, maml, metasgd
 from metajax.algorithms.predictor import predictor
@@ -21,6 +22,7 @@ ALGORITHMS: dict[str, Callable[..., MetaLearner]] = {
     'pretrained': pretrained,
     'protonet': protonet,
     'predictor': predictor,
+    'finetune': finetune,
 }
 
 
@@ -42,4 +44,4 @@ def make(name: str, model, loss_fn, **kwargs) -> MetaLearner:
 
 
 __all__ = ['ALGORITHMS', 'make', 'maml', 'fomaml', 'anil', 'metasgd', 'imaml',
-           'reptile', 'pretrained', 'protonet', 'predictor']
+           'reptile', 'pretrained', 'protonet', 'predictor', 'finetune']

@@ -18,7 +18,7 @@ import optax
 from metajax.config import Config
 from metajax.data import episodes, miniimagenet, omniglot, splits
 from metajax.data.sinusoid import SinusoidFamily
-from metajax.types import Array, Task
+from metajax.types import Array, Split, Task
 
 _EVAL_SEEDS = {'val': 1_000_001, 'test': 2_000_003}
 
@@ -76,13 +76,27 @@ class OmniglotSource:
     make = lambda subset, ways, query, seed: episodes.EpisodeSampler(
         data.images, splits.classes(data.characters, config.split, subset,
                                     config.use_rotations),
-        ways, config.shots, query, seed, name=f'{config.split} {subset}')
+        ways, config.shots, query, seed, name=f'{config.split} {subset}',
+        transform=omniglot.augment if config.augment and subset == 'train' else None)
     self.train = make('train', config.num_train_ways, config.num_query, config.seed)
     self.held_out = {
         'val': make('val', config.num_ways, config.num_eval_query, _EVAL_SEEDS['val']),
         'test': make('test', config.num_ways, config.num_eval_query, _EVAL_SEEDS['test'])}
+    self.supervised = config.algorithm == 'finetune'
+
+  @property
+  def num_train_classes(self) -> int:
+    return len(self.train.classes)
 
   def train_batch(self, step: int) -> Task:
+    """Meta-batch `step`; for `finetune`, one supervised mini-batch as a 1-task batch.
+
+    The mini-batch of --meta_batch_size images with their class indices is the
+    support set; the query set repeats its first image (unused).
+    """
+    if self.supervised:
+      x, y = self.train.labelled_batch(step, self.batch_size)
+      return jax.tree.map(lambda v: v[None], Task(Split(x, y), Split(x[:1], y[:1])))
     return self.train.batch(step, self.batch_size)
 
   def batches(self, start: int, stop: int) -> Iterator[Task]:
@@ -114,6 +128,7 @@ class MiniImageNetSource(OmniglotSource):
     self.held_out = {
         split: make(split, config.num_ways, config.num_eval_query, _EVAL_SEEDS[split],
                     miniimagenet.normalize) for split in ('val', 'test')}
+    self.supervised = config.algorithm == 'finetune'
 
 
 def make_source(config: Config, show_progress: bool = True):

@@ -60,6 +60,29 @@ class EpisodeSampler:
     return Task(Split(flat(x[:, :k]), flat(labels[:, :k])),
                 Split(flat(x[:, k:]), flat(labels[:, k:])))
 
+  def labelled_batch(self, index: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Batch `index` of ordinary supervised learning over every class of the split.
+
+    Returns:
+      `size` images [size, H, W, C] drawn uniformly (with replacement) from
+      all (class, drawing) pairs, after the transform, and their class
+      indices into `classes` (0..num_classes-1).
+    """
+    rng = np.random.default_rng([self.seed, index, 1])
+    labels = rng.integers(0, len(self.classes), size)
+    drawings = rng.integers(0, self.images.shape[1], size)
+    chosen = self.classes[labels]
+    x = self.images[chosen[:, 0], drawings]
+    for i, turns in enumerate(chosen[:, 1]):
+      if turns:
+        x[i] = np.rot90(x[i], turns, axes=(0, 1))
+    x = x.astype(np.float32) / 255.0
+    if x.ndim == 3:
+      x = x[..., None]
+    if self.transform is not None:
+      x = self.transform(x[:, None], rng)[:, 0].astype(np.float32)
+    return x, labels.astype(np.int32)
+
   def batch(self, index: int, num_tasks: int) -> Task:
     """Batch `index`: `num_tasks` episodes stacked on a leading axis."""
     rng = np.random.default_rng([self.seed, index])

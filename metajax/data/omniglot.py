@@ -284,3 +284,13 @@ def load(data_dir: Optional[str] = None, cache_dir: Optional[str] = None, size: 
     if os.path.exists(tmp):
       os.remove(tmp)
   return data
+
+
+def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """Random shifts of up to 2 pixels (zero padding) of float images [..., H, W, C]."""
+  shape = x.shape
+  x = x.reshape((-1,) + shape[-3:])
+  padded = np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)))
+  dy, dx = rng.integers(0, 5, size=(2, len(x)))
+  out = np.stack([p[a:a + shape[-3], b:b + shape[-2]] for p, a, b in zip(padded, dy, dx)])
+  return out.reshape(shape)
