@@ -52,7 +52,7 @@ def task_chunk(config: Config) -> int:
   if config.task_chunk:
     return config.task_chunk
   if config.model_name != 'mlp' and jax.default_backend() == 'cpu':
-    return 1
+    return jax.device_count()  # one task per device per scan iteration
   return config.meta_batch_size
 
 

@@ -42,6 +42,8 @@ HELP = {
     'lr_schedule': 'constant | warmup_cosine: linear warm-up over --warmup_steps, then cosine '
                    'decay to 0 at --num_steps (optax)',
     'warmup_steps': 'warm-up steps of --lr_schedule=warmup_cosine',
+    'mesh_shape': 'devices per axis of the device mesh (tasks[,model]); default: every device '
+                  'on the tasks axis, which shards the meta-batch',
     'task_chunk': 'tasks vmapped together; a scan over chunks adds up their meta-gradients, '
                   'so memory holds one chunk (0: auto, 1 for image models on a CPU, the whole '
                   'meta-batch otherwise)',

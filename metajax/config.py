@@ -28,7 +28,7 @@ SPLITS = ('vinyals', 'lake')
 # what it logs, never what one step computes.
 RESUMABLE_FIELDS = frozenset({
     'num_steps', 'eval_every', 'checkpoint_every', 'log_every', 'eval_tasks',
-    'eval_inner_steps', 'eval_query', 'max_checkpoints', 'data_dir', 'data_source', 'task_chunk',
+    'eval_inner_steps', 'eval_query', 'max_checkpoints', 'data_dir', 'data_source', 'task_chunk', 'mesh_shape',
 })
 
 
@@ -58,6 +58,7 @@ class Config:
   pretrain_classes: Optional[int] = None  # finetune: C, set from the data when None
   lr_schedule: str = 'constant'     # constant | warmup_cosine (of --meta_lr)
   warmup_steps: int = 0             # warmup_cosine: linear warm-up steps
+  mesh_shape: tuple[int, ...] = ()  # devices per mesh axis (tasks[, model]); (): all on tasks
   task_chunk: int = 0               # tasks vmapped together; 0: auto (builders.task_chunk)
   eval_every: int = 0              # 0: evaluate on validation tasks only at the end
   checkpoint_every: int = 1000
@@ -77,7 +78,7 @@ class Config:
   augment: bool = False             # random crops and flips of miniImageNet training episodes
 
   def __post_init__(self):
-    for name in ('hidden', 'eval_inner_steps'):
+    for name in ('hidden', 'eval_inner_steps', 'mesh_shape'):
       object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
 
   @property

@@ -19,7 +19,7 @@ import numpy as np
 import optax
 import tqdm
 
-from metajax import builders, evaluate as evaluation
+from metajax import builders, evaluate as evaluation, parallel
 from metajax.checkpoint import Checkpointer
 from metajax.config import Config, differing_fields, meta_optimizer
 from metajax.learner import MetaLearner
@@ -111,13 +111,17 @@ def batch_meta_gradient(learner: MetaLearner, theta: Params, tasks: Task,
   if chunk == num_tasks:
     sums = chunk_sums(tasks, keys)
   else:
-    split = lambda v: v.reshape((num_tasks // chunk, chunk) + v.shape[1:])
+    # Task t goes to chunk t % n, position t // n: with the task axis sharded
+    # in contiguous blocks over devices, the within-chunk axis stays sharded
+    # and the scan runs over an unsharded axis.
+    n = num_tasks // chunk
+    split = lambda v: jnp.swapaxes(v.reshape((chunk, n) + v.shape[1:]), 0, 1)
 
     def body(total, xs):
       return jax.tree.map(jnp.add, total, chunk_sums(*xs)), None
 
     zeros = jax.eval_shape(chunk_sums, jax.tree.map(lambda v: v[:chunk], tasks),
-                           keys[:chunk])
+                           keys[:chunk])  # shapes only
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zeros)
     sums, _ = jax.lax.scan(body, zeros, jax.tree.map(split, (tasks, keys)))
   return jax.tree.map(lambda v: v / num_tasks, sums)
@@ -125,10 +129,13 @@ def batch_meta_gradient(learner: MetaLearner, theta: Params, tasks: Task,
 
 def make_meta_train_step(learner: MetaLearner,
                          optimizer: optax.GradientTransformation,
-                         donate: bool = True, task_chunk: int = 0):
+                         donate: bool = True, task_chunk: int = 0, mesh=None):
   """The jitted `meta_train_step(state, tasks, key) -> (state, metrics)`.
 
-  `task_chunk` is as in `batch_meta_gradient`.
+  `task_chunk` is as in `batch_meta_gradient`. With a `mesh`
+  (`metajax.parallel.make_mesh`) the task axis of `tasks` is sharded over its
+  'tasks' axis and the state and metrics are replicated: the same function
+  runs on 1 or N devices.
   """
 
   def meta_train_step(state: TrainState, tasks: Task, key: PRNGKey):
@@ -151,7 +158,14 @@ def make_meta_train_step(learner: MetaLearner,
                                  state.nonfinite_step))
     return new_state, {**metrics, 'grad_norm': grad_norm}
 
-  return jax.jit(meta_train_step, donate_argnums=(0,) if donate else ())
+  donate_argnums = (0,) if donate else ()
+  if mesh is None:
+    return jax.jit(meta_train_step, donate_argnums=donate_argnums)
+  replicated = parallel.NamedSharding(mesh, parallel.P())
+  sharded = parallel.NamedSharding(mesh, parallel.P(parallel.TASKS))
+  return jax.jit(meta_train_step, donate_argnums=donate_argnums,
+                 in_shardings=(replicated, sharded, replicated),
+                 out_shardings=(replicated, replicated))
 
 
 @dataclasses.dataclass
@@ -287,8 +301,13 @@ def train_and_evaluate(config: Config, workdir: str,
     logging.info('Resumed %s from step %d', workdir, int(state.step))
   start = int(state.step)
   writer = MetricWriter(workdir, resume_step=start)
+  mesh = None
+  if jax.device_count() > 1 or config.mesh_shape:
+    mesh = parallel.make_mesh(config.mesh_shape)
+    parallel.check_meta_batch(mesh, config.meta_batch_size)
+    state = parallel.replicate(mesh, state)
   meta_train_step = make_meta_train_step(
-      learner, optimizer, task_chunk=builders.task_chunk(config))
+      learner, optimizer, task_chunk=builders.task_chunk(config), mesh=mesh)
 
   best = BestKeeper(workdir, builders.objective(config)[2]) if config.eval_every else None
   window = []
@@ -298,7 +317,10 @@ def train_and_evaluate(config: Config, workdir: str,
   try:
     batches = source.batches(start, config.num_steps)
     for step, tasks in zip(range(start, config.num_steps), batches):
-      state, metrics = meta_train_step(state, tasks, step_key(state.rng, step))
+      key = step_key(state.rng, step)
+      if mesh is not None:
+        tasks, key = parallel.shard_tasks(mesh, tasks), parallel.replicate(mesh, key)
+      state, metrics = meta_train_step(state, tasks, key)
       window.append(metrics)
       done = step + 1
       progress.update(1)

@@ -1,0 +1,53 @@
+"""Task-sharded meta-training on a `jax.sharding.Mesh` (SPMD, no pmap).
+
+The meta-batch's task axis is sharded over the mesh's 'tasks' axis with
+`NamedSharding`; meta-parameters and optimizer state are replicated. The
+jitted meta-step is the same function for 1 or N devices: XLA's SPMD
+partitioner runs each device's share of the tasks and all-reduces the
+meta-gradient.
+"""
+
+from typing import Any, Optional, Sequence
+
+import jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import numpy as np
+
+TASKS = 'tasks'
+
+
+def make_mesh(mesh_shape: Optional[Sequence[int]] = None, devices=None) -> Mesh:
+  """A mesh whose first axis, 'tasks', shards the meta-batch.
+
+  Args:
+    mesh_shape: sizes of the axes ('tasks', then 'model' if given); None or
+      empty: every device on the 'tasks' axis.
+    devices: the devices (default: `jax.devices()`).
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  shape = tuple(mesh_shape) if mesh_shape else (len(devices),)
+  if int(np.prod(shape)) != len(devices):
+    raise ValueError(f'--mesh_shape={",".join(map(str, shape))}: needs '
+                     f'{int(np.prod(shape))} devices, there are {len(devices)}')
+  names = (TASKS, 'model')[:len(shape)]
+  if len(shape) > 2:
+    raise ValueError(f'--mesh_shape={",".join(map(str, shape))}: at most two axes (tasks, model)')
+  return Mesh(np.asarray(devices).reshape(shape), names)
+
+
+def check_meta_batch(mesh: Mesh, meta_batch_size: int) -> None:
+  shards = mesh.shape[TASKS]
+  if meta_batch_size % shards:
+    raise ValueError(f'--meta_batch_size={meta_batch_size} does not divide over the {shards} '
+                     f'devices of the mesh\'s tasks axis; use a multiple of {shards}')
+
+
+def shard_tasks(mesh: Mesh, tasks: Any) -> Any:
+  """`tasks` (leading task axis) placed with the task axis sharded over the mesh."""
+  check_meta_batch(mesh, jax.tree.leaves(tasks)[0].shape[0])
+  return jax.device_put(tasks, NamedSharding(mesh, P(TASKS)))
+
+
+def replicate(mesh: Mesh, tree: Any) -> Any:
+  """`tree` replicated on every device of the mesh."""
+  return jax.device_put(tree, NamedSharding(mesh, P()))
