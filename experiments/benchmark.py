@@ -8,6 +8,8 @@ sampled before timing, so the figure is the compiled step alone.
 
   python experiments/benchmark.py                       # MAML on sinusoid
   python experiments/benchmark.py --algorithm=reptile --inner_steps=5
+  python experiments/benchmark.py --synthetic_data --dataset=omniglot --ways=5 --shots=1 \
+      --query=15 --meta_batch_size=32 --inner_lr=0.4 --windows=3 --window_steps=3
 """
 
 import json
@@ -20,16 +22,50 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from metajax import builders
 from metajax import cli
 from metajax import train
 from metajax.config import meta_optimizer
+from metajax.types import Split, Task
 
 cli.define_config_flags()
+flags.DEFINE_bool('synthetic_data', False,
+                  'random tasks of the right shapes instead of the dataset (no files needed)')
 flags.DEFINE_integer('windows', 5, 'timed windows')
 flags.DEFINE_integer('window_steps', 200, 'meta-steps per window')
 FLAGS = flags.FLAGS
+
+
+class SyntheticSource:
+  """Uniform random tasks with the shapes of `config`'s meta-batches."""
+
+  def __init__(self, config):
+    self.config = config
+    self.example = builders.example_task(config)
+
+  def train_batch(self, step: int):
+    config, rng = self.config, np.random.default_rng(step)
+    if config.dataset == 'sinusoid':
+      shape = lambda n: (config.meta_batch_size, n, 1)
+      draw = lambda n: (rng.uniform(-5, 5, shape(n)), rng.normal(size=shape(n)))
+      (xs, ys), (xq, yq) = draw(config.shots), draw(config.num_query)
+    else:
+      image = self.example.support.x.shape[1:]
+      if config.algorithm == 'finetune':
+        sizes, classes = (config.meta_batch_size, 1), config.pretrain_classes
+        batch = 1
+      else:
+        sizes, classes = (config.num_train_ways * config.shots,
+                          config.num_train_ways * config.num_query), config.num_train_ways
+        batch = config.meta_batch_size
+      xs, xq = (rng.random((batch, n) + image) for n in sizes)
+      ys, yq = (np.tile(np.arange(n) % classes, (batch, 1)) for n in sizes)
+    f32 = lambda v: jnp.asarray(v, jnp.float32)
+    return Task(Split(f32(xs), jnp.asarray(ys) if config.dataset != 'sinusoid' else f32(ys)),
+                Split(f32(xq), jnp.asarray(yq) if config.dataset != 'sinusoid' else f32(yq)))
 
 
 def main(argv):
@@ -39,7 +75,12 @@ def main(argv):
     config = cli.config_from_flags(FLAGS)
   except ValueError as e:
     sys.exit(f'error: {e}')
-  source, learner = builders.build(config)
+  if FLAGS.synthetic_data:
+    config = config.replace(pretrain_classes=config.pretrain_classes or 1000)
+    learner = builders.make_learner(config)
+    source = SyntheticSource(config)
+  else:
+    source, learner = builders.build(config)
   optimizer = meta_optimizer(config)
   state = train.create_train_state(learner, optimizer, jax.random.PRNGKey(config.seed),
                                    builders.example_task(config))

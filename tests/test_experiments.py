@@ -51,6 +51,19 @@ class ScriptsTest(parameterized.TestCase):
       self.assertGreater(r['mean'], 0)
       self.assertGreater(r['ci95'], 0)
 
+  @parameterized.parameters(
+      ['--dataset=sinusoid'],
+      ['--dataset=omniglot', '--ways=3', '--shots=1', '--query=2', '--channels=8',
+       '--meta_batch_size=4'],
+      ['--dataset=omniglot', '--algorithm=finetune', '--channels=8', '--meta_batch_size=16',
+       '--inner_steps=2'])
+  def test_benchmark_prints_its_figures_on_synthetic_data(self, *args):
+    out = script('benchmark.py', '--synthetic_data', '--windows=1', '--window_steps=2', *args)
+    self.assertEqual(out.returncode, 0, out.stderr)
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    for key in ('steps_per_s', 'tasks_per_s', 'compile_s', 'peak_rss_mb', 'step_temp_mb'):
+      self.assertGreater(figures[key], 0, key)
+
   def test_sigkill_and_resume_gives_the_same_final_metrics(self):
     args = ['--num_steps=4000', '--checkpoint_every=100', '--log_every=100',
             '--eval_tasks=100', '--baselines=', '--plot=false', '--progress=false']
