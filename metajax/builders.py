@@ -3,7 +3,7 @@
 import jax
 import jax.numpy as jnp
 
-from metajax import algorithms
+from metajax import algorithms, precision
 from metajax.config import Config
 from metajax.data import accuracy, cross_entropy, make_source
 from metajax.data.sinusoid import mse
@@ -32,13 +32,14 @@ def make_model(config: Config):
 
 
 def make_learner(config: Config) -> MetaLearner:
-  return algorithms.make(
+  learner = algorithms.make(
       config.algorithm, make_model(config), objective(config)[0],
       inner_lr=config.inner_lr, inner_steps=config.inner_steps,
       inner_optimizer=config.inner_optimizer, remat=config.remat,
       backprop_steps=config.backprop_steps, imaml_lambda=config.imaml_lambda,
       cg_steps=config.cg_steps, predictor_head=config.predictor_head,
       finetune_head=config.finetune_head, num_classes=config.pretrain_classes)
+  return precision.with_compute_dtype(learner, precision.DTYPES[config.compute_dtype])
 
 
 def task_chunk(config: Config) -> int:

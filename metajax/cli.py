@@ -42,6 +42,8 @@ HELP = {
     'lr_schedule': 'constant | warmup_cosine: linear warm-up over --warmup_steps, then cosine '
                    'decay to 0 at --num_steps (optax)',
     'warmup_steps': 'warm-up steps of --lr_schedule=warmup_cosine',
+    'compute_dtype': 'float32 | bfloat16: dtype of the model and the inner loop; '
+                     'meta-parameters and the meta-optimizer stay float32',
     'mesh_shape': 'devices per axis of the device mesh (tasks[,model]); default: every device '
                   'on the tasks axis, which shards the meta-batch',
     'task_chunk': 'tasks vmapped together; a scan over chunks adds up their meta-gradients, '

@@ -58,6 +58,7 @@ class Config:
   pretrain_classes: Optional[int] = None  # finetune: C, set from the data when None
   lr_schedule: str = 'constant'     # constant | warmup_cosine (of --meta_lr)
   warmup_steps: int = 0             # warmup_cosine: linear warm-up steps
+  compute_dtype: str = 'float32'    # float32 | bfloat16 (model and inner loop)
   mesh_shape: tuple[int, ...] = ()  # devices per mesh axis (tasks[, model]); (): all on tasks
   task_chunk: int = 0               # tasks vmapped together; 0: auto (builders.task_chunk)
   eval_every: int = 0              # 0: evaluate on validation tasks only at the end
@@ -152,6 +153,8 @@ class Config:
     if self.inner_steps < (0 if self.algorithm == 'predictor' else 1):
       fail('inner_steps', self.inner_steps,
            'must be >= 0' if self.algorithm == 'predictor' else 'must be a positive integer')
+    if self.compute_dtype not in ('float32', 'bfloat16'):
+      fail('compute_dtype', self.compute_dtype, 'choose float32 or bfloat16')
     if self.finetune_head not in FINETUNE_HEADS:
       fail('finetune_head', self.finetune_head, f'choose one of {", ".join(FINETUNE_HEADS)}')
     if self.algorithm == 'finetune' and self.dataset == 'sinusoid':
