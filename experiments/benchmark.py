@@ -8,11 +8,13 @@ sampled before timing, so the figure is the compiled step alone.
 
   python experiments/benchmark.py                       # MAML on sinusoid
   python experiments/benchmark.py --algorithm=reptile --inner_steps=5
+  python experiments/benchmark.py --compare=learn2learn --synthetic_data ...
   python experiments/benchmark.py --synthetic_data --dataset=omniglot --ways=5 --shots=1 \
       --query=15 --meta_batch_size=32 --inner_lr=0.4 --windows=3 --window_steps=3
 """
 
 import json
+import os
 import resource
 import statistics
 import sys
@@ -31,12 +33,28 @@ from metajax import train
 from metajax.config import meta_optimizer
 from metajax.types import Split, Task
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import l2l_compare  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 cli.define_config_flags()
 flags.DEFINE_bool('synthetic_data', False,
                   'random tasks of the right shapes instead of the dataset (no files needed)')
+flags.DEFINE_enum('compare', '', ['', 'learn2learn'],
+                  'also time the equivalent learn2learn configuration (maml or fomaml), '
+                  'alternating windows with metajax\'s, in a child process')
 flags.DEFINE_integer('windows', 5, 'timed windows')
 flags.DEFINE_integer('window_steps', 200, 'meta-steps per window')
 FLAGS = flags.FLAGS
+
+
+def torch_config(config) -> dict:
+  """The learn2learn side's settings, from the same Config."""
+  image = builders.example_task(config).support.x.shape[1:]
+  return {'model': config.model_name, 'hidden': list(config.hidden),
+          'channels': config.num_channels, 'in_channels': image[-1] if len(image) == 3 else 1,
+          'side': image[0], 'ways': config.num_ways, 'inner_lr': config.inner_lr,
+          'inner_steps': config.inner_steps, 'meta_lr': config.meta_lr,
+          'first_order': config.algorithm == 'fomaml'}
 
 
 class SyntheticSource:
@@ -95,14 +113,37 @@ def main(argv):
   memory = step.memory_analysis()
   temp_mb = memory.temp_size_in_bytes / 2 ** 20 if memory is not None else float('nan')
 
-  rates = []
-  for _ in range(FLAGS.windows + 1):  # the first window is warm-up
+  peer = None
+  if FLAGS.compare:
+    if config.algorithm not in ('maml', 'fomaml'):
+      sys.exit(f'error: --compare=learn2learn: --algorithm={config.algorithm} has no '
+               'learn2learn counterpart here (maml, fomaml)')
+    try:
+      l2l_compare.check_installed()
+    except ImportError as e:
+      sys.exit(f'error: --compare=learn2learn: {e}')
+    peer = l2l_compare.Learn2LearnProcess(torch_config(config), [
+        tuple(np.asarray(v) for v in (b.support.x, b.support.y, b.query.x, b.query.y))
+        for b in batches])
+
+  rates, peer_rates = [], []
+  for window in range(FLAGS.windows + 1):  # the first window is warm-up
     start = time.perf_counter()
     for tasks, key in zip(batches, keys):
       state, metrics = step(state, tasks, key)
     jax.block_until_ready((state, metrics))
     rates.append(FLAGS.window_steps / (time.perf_counter() - start))
+    if peer is not None and window:
+      peer_rates.append(FLAGS.window_steps / peer.window(FLAGS.window_steps))
   steps_per_s = statistics.median(rates[1:])
+  extra = {}
+  if peer is not None:
+    ratios = [a / b for a, b in zip(rates[1:], peer_rates)]
+    extra = {'learn2learn_steps_per_s': round(statistics.median(peer_rates), 3),
+             'learn2learn_peak_rss_mb': round(peer.peak_rss_mb(), 1),
+             'ratios': [round(r, 3) for r in ratios],
+             'median_ratio': round(statistics.median(ratios), 3)}
+    peer.close()
   print(json.dumps({
       'algorithm': config.algorithm, 'dataset': config.dataset,
       'inner_steps': config.inner_steps, 'meta_batch_size': config.meta_batch_size,
@@ -115,6 +156,7 @@ def main(argv):
       # XLA's buffers for one meta-step's intermediates (activations kept for
       # the backward pass, etc.), from the compiled step's memory analysis.
       'step_temp_mb': round(temp_mb, 1),
+      **extra,
   }))
 
 
