@@ -44,6 +44,10 @@ HELP = {
     'warmup_steps': 'warm-up steps of --lr_schedule=warmup_cosine',
     'compute_dtype': 'float32 | bfloat16: dtype of the model and the inner loop; '
                      'meta-parameters and the meta-optimizer stay float32',
+    'coordinator_address': 'multi-process runs: host:port of process 0 for '
+                           'jax.distributed.initialize, or auto (TPU pods, SLURM)',
+    'num_processes': 'multi-process runs: number of processes',
+    'process_id': 'multi-process runs: index of this process',
     'mesh_shape': 'devices per axis of the device mesh (tasks[,model]); default: every device '
                   'on the tasks axis, which shards the meta-batch',
     'task_chunk': 'tasks vmapped together; a scan over chunks adds up their meta-gradients, '

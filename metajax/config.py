@@ -29,6 +29,7 @@ SPLITS = ('vinyals', 'lake')
 RESUMABLE_FIELDS = frozenset({
     'num_steps', 'eval_every', 'checkpoint_every', 'log_every', 'eval_tasks',
     'eval_inner_steps', 'eval_query', 'max_checkpoints', 'data_dir', 'data_source', 'task_chunk', 'mesh_shape',
+    'coordinator_address', 'num_processes', 'process_id',
 })
 
 
@@ -59,7 +60,10 @@ class Config:
   lr_schedule: str = 'constant'     # constant | warmup_cosine (of --meta_lr)
   warmup_steps: int = 0             # warmup_cosine: linear warm-up steps
   compute_dtype: str = 'float32'    # float32 | bfloat16 (model and inner loop)
-  mesh_shape: tuple[int, ...] = ()  # devices per mesh axis (tasks[, model]); (): all on tasks
+  mesh_shape: tuple[int, ...] = ()
+  coordinator_address: Optional[str] = None  # multi-process: host:port of process 0, or auto
+  num_processes: int = 1
+  process_id: int = 0  # devices per mesh axis (tasks[, model]); (): all on tasks
   task_chunk: int = 0               # tasks vmapped together; 0: auto (builders.task_chunk)
   eval_every: int = 0              # 0: evaluate on validation tasks only at the end
   checkpoint_every: int = 1000
@@ -153,6 +157,12 @@ class Config:
     if self.inner_steps < (0 if self.algorithm == 'predictor' else 1):
       fail('inner_steps', self.inner_steps,
            'must be >= 0' if self.algorithm == 'predictor' else 'must be a positive integer')
+    if self.num_processes < 1:
+      fail('num_processes', self.num_processes, 'must be a positive integer')
+    if not 0 <= self.process_id < self.num_processes:
+      fail('process_id', self.process_id, f'must be in [0, --num_processes={self.num_processes})')
+    if self.num_processes > 1 and not self.coordinator_address:
+      fail('num_processes', self.num_processes, 'a multi-process run needs --coordinator_address')
     if self.compute_dtype not in ('float32', 'bfloat16'):
       fail('compute_dtype', self.compute_dtype, 'choose float32 or bfloat16')
     if self.finetune_head not in FINETUNE_HEADS:

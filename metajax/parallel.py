@@ -16,6 +16,47 @@ import numpy as np
 TASKS = 'tasks'
 
 
+def initialize(coordinator_address: Optional[str], num_processes: int,
+               process_id: int) -> None:
+  """`jax.distributed.initialize` for a multi-process run (idempotent).
+
+  `coordinator_address='auto'` lets JAX detect the cluster (TPU pods, SLURM);
+  otherwise 'host:port' of process 0 with the process count and this
+  process's index. On CPUs the processes exchange data through gloo.
+  Call it before any other JAX computation.
+  """
+  if not coordinator_address or jax.distributed.is_initialized():
+    return
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  if coordinator_address == 'auto':
+    jax.distributed.initialize()
+  else:
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+
+
+def process_share(meta_batch_size: int) -> tuple[int, int]:
+  """(first task, number of tasks) that this process samples of each meta-batch."""
+  count = jax.process_count()
+  if meta_batch_size % count:
+    raise ValueError(f'--meta_batch_size={meta_batch_size} does not divide over '
+                     f'{count} processes')
+  share = meta_batch_size // count
+  return jax.process_index() * share, share
+
+
+def global_batch(mesh: Mesh, local_tasks: Any, meta_batch_size: int) -> Any:
+  """The global meta-batch, task axis sharded, from each process's own share."""
+  sharding = NamedSharding(mesh, P(TASKS))
+  return jax.tree.map(
+      lambda v: jax.make_array_from_process_local_data(
+          sharding, np.asarray(v), (meta_batch_size,) + v.shape[1:]), local_tasks)
+
+
+def local_copy(tree: Any) -> Any:
+  """A replicated global pytree as ordinary arrays of this process."""
+  return jax.tree.map(lambda v: jax.numpy.asarray(np.asarray(v.addressable_data(0))), tree)
+
+
 def make_mesh(mesh_shape: Optional[Sequence[int]] = None, devices=None) -> Mesh:
   """A mesh whose first axis, 'tasks', shards the meta-batch.
 
@@ -49,5 +90,9 @@ def shard_tasks(mesh: Mesh, tasks: Any) -> Any:
 
 
 def replicate(mesh: Mesh, tree: Any) -> Any:
-  """`tree` replicated on every device of the mesh."""
-  return jax.device_put(tree, NamedSharding(mesh, P()))
+  """`tree` (the same value in every process) replicated on every device of the mesh."""
+  sharding = NamedSharding(mesh, P())
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+  return jax.tree.map(
+      lambda v: jax.make_array_from_process_local_data(sharding, np.asarray(v)), tree)

@@ -227,8 +227,9 @@ class BestKeeper:
       self.checkpointer.wait()
       self.best = {'step': step, 'value': value, 'metric': record['metric'],
                    'inner_steps': record['inner_steps'], 'split': 'val'}
-      with open(self.path, 'w') as f:
-        json.dump(self.best, f)
+      if jax.process_index() == 0:
+        with open(self.path, 'w') as f:
+          json.dump(self.best, f)
 
   def restore(self, state: TrainState) -> Optional[TrainState]:
     if self.best is None:
@@ -265,6 +266,11 @@ def evaluate_state(config: Config, source, learner: MetaLearner,
   return records
 
 
+def _local(tree):
+  """Meta-parameters as this process's own arrays (for evaluation)."""
+  return parallel.local_copy(tree) if jax.process_count() > 1 else tree
+
+
 def train_and_evaluate(config: Config, workdir: str,
                        show_progress: bool = True) -> RunResult:
   """Meta-trains `config` in `workdir` (resuming it if it has checkpoints).
@@ -278,18 +284,26 @@ def train_and_evaluate(config: Config, workdir: str,
     NonFiniteMetaGradientError: a meta-gradient was not finite.
   """
   config.validate()
-  source = builders.make_source(config, show_progress)
+  parallel.initialize(config.coordinator_address, config.num_processes, config.process_id)
+  primary = jax.process_index() == 0  # the one process that writes files and logs
+  source = builders.make_source(config, show_progress and primary)
   config = builders.resolve(config, source)
   check_workdir(config, workdir)
   learner = builders.make_learner(config)
   optimizer = meta_optimizer(config)
 
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json())
+  if primary:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json())
 
   state = create_train_state(learner, optimizer, jax.random.PRNGKey(config.seed),
                              builders.example_task(config))
+  mesh = None
+  if jax.device_count() > 1 or config.mesh_shape:
+    mesh = parallel.make_mesh(config.mesh_shape)
+    parallel.check_meta_batch(mesh, config.meta_batch_size)
+    state = parallel.replicate(mesh, state)  # restored below in the same sharding
   checkpointer = Checkpointer(workdir, config.max_checkpoints)
   if checkpointer.latest_step() is not None:
     try:
@@ -300,12 +314,7 @@ def train_and_evaluate(config: Config, workdir: str,
           f'config ({type(e).__name__}: {str(e)[:300]})') from e
     logging.info('Resumed %s from step %d', workdir, int(state.step))
   start = int(state.step)
-  writer = MetricWriter(workdir, resume_step=start)
-  mesh = None
-  if jax.device_count() > 1 or config.mesh_shape:
-    mesh = parallel.make_mesh(config.mesh_shape)
-    parallel.check_meta_batch(mesh, config.meta_batch_size)
-    state = parallel.replicate(mesh, state)
+  writer = MetricWriter(workdir, resume_step=start) if primary else None
   meta_train_step = make_meta_train_step(
       learner, optimizer, task_chunk=builders.task_chunk(config), mesh=mesh)
 
@@ -313,12 +322,17 @@ def train_and_evaluate(config: Config, workdir: str,
   window = []
   progress = tqdm.tqdm(total=config.num_steps, initial=start,
                        desc=f'{config.algorithm} on {config.dataset}',
-                       disable=not show_progress, mininterval=2.0)
+                       disable=not (show_progress and primary), mininterval=2.0)
+  multiprocess = jax.process_count() > 1
+  share = parallel.process_share(config.meta_batch_size) if multiprocess else None
   try:
-    batches = source.batches(start, config.num_steps)
+    batches = source.batches(start, config.num_steps, share)
     for step, tasks in zip(range(start, config.num_steps), batches):
       key = step_key(state.rng, step)
-      if mesh is not None:
+      if multiprocess:
+        tasks = parallel.global_batch(mesh, tasks, config.meta_batch_size)
+        key = parallel.replicate(mesh, parallel.local_copy(key))
+      elif mesh is not None:
         tasks, key = parallel.shard_tasks(mesh, tasks), parallel.replicate(mesh, key)
       state, metrics = meta_train_step(state, tasks, key)
       window.append(metrics)
@@ -329,12 +343,14 @@ def train_and_evaluate(config: Config, workdir: str,
         mean = jax.device_get(jax.tree.map(lambda *v: jnp.mean(jnp.stack(v)),
                                            *window))
         window = []
-        writer.write(done, mean)
+        if writer is not None:
+          writer.write(done, mean)
         progress.set_postfix(query_loss=f'{float(mean["query_loss"]):.4f}')
       if config.eval_every and done % config.eval_every == 0:
         _check_finite(state, checkpointer)
-        records = evaluate_state(config, source, learner, state.theta, 'val')
-        writer.write(done, {f'{r["metric"]}_{r["inner_steps"]}_steps': r['mean']
+        records = evaluate_state(config, source, learner, _local(state.theta), 'val')
+        if writer is not None:
+          writer.write(done, {f'{r["metric"]}_{r["inner_steps"]}_steps': r['mean']
                             for r in records}, split='val')
         best.offer(done, records, state)
       if done % config.checkpoint_every == 0 or done == config.num_steps:
@@ -344,19 +360,21 @@ def train_and_evaluate(config: Config, workdir: str,
     progress.close()
     checkpointer.wait()
     checkpointer.close()
-    writer.close()
+    if writer is not None:
+      writer.close()
 
   if best is not None:
     # The protocol: test the checkpoint that did best on the validation classes.
     state = best.restore(state) or state
     best.close()
-  records = evaluate_state(config, source, learner, state.theta, 'test')
+  records = evaluate_state(config, source, learner, _local(state.theta), 'test')
   for r in records:
     r['checkpoint_step'] = int(state.step)
     if best is not None:
       r['selected_on'] = 'val'
-  with open(os.path.join(workdir, 'eval.json'), 'w') as f:
-    json.dump(records, f, indent=2)
+  if primary:
+    with open(os.path.join(workdir, 'eval.json'), 'w') as f:
+      json.dump(records, f, indent=2)
   return RunResult(config, workdir, source, learner, state, records)
 
 

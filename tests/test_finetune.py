@@ -113,8 +113,8 @@ def _run_until_killed(config, workdir, step):
     source = original(*args, **kwargs)
     batches = source.batches
 
-    def killing(start, stop):
-      for i, batch in zip(range(start, stop), batches(start, stop)):
+    def killing(start, stop, share=None):
+      for i, batch in zip(range(start, stop), batches(start, stop, share)):
         if i == step:
           raise Killed(i)
         yield batch

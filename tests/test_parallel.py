@@ -1,6 +1,7 @@
 """Task sharding over a device mesh: 8 (forced host) devices against 1."""
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -61,6 +62,43 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
+PROCESS = textwrap.dedent('''
+    import sys
+    import jax, numpy as np
+    from metajax import train
+    from metajax.config import Config
+    n, pid, port, workdir, steps = sys.argv[1:6]
+    n, pid = int(n), int(pid)
+    multi = dict(coordinator_address=f'127.0.0.1:{port}', num_processes=n,
+                 process_id=pid) if n > 1 else {}
+    config = Config(num_steps=int(steps), log_every=10, checkpoint_every=10, eval_tasks=50,
+                    hidden=(16, 16), meta_batch_size=8, eval_inner_steps=(1,), **multi)
+    result = train.train_and_evaluate(config, workdir, show_progress=False)
+    np.save(f'{workdir}.{pid}.npy', np.concatenate(
+        [np.ravel(np.asarray(x.addressable_data(0))) for x in jax.tree.leaves(result.state.theta)]))
+    assert jax.process_count() == n
+''')
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def run_processes(n, workdir, steps):
+  """`n` processes joined by jax.distributed on 127.0.0.1 (CPU collectives: gloo)."""
+  env = {**os.environ, 'PYTHONPATH': REPO}
+  env.pop('XLA_FLAGS', None)
+  port = free_port()
+  procs = [subprocess.Popen([sys.executable, '-c', PROCESS, str(n), str(p), str(port), workdir,
+                             str(steps)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=REPO) for p in range(n)]
+  for p in procs:
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-3000:]
+
+
 def run(devices, mode, out):
   env = {**os.environ, 'PYTHONPATH': REPO}
   env.pop('XLA_FLAGS', None)
@@ -90,6 +128,21 @@ class ShardingTest(absltest.TestCase):
     np.testing.assert_allclose(np.load(eight + '.npy'), np.load(one + '.npy'), atol=1e-5)
     run(1, 'load', eight)  # a checkpoint saved on 8 devices restores on 1
     np.testing.assert_array_equal(np.load(eight + '.loaded.npy'), np.load(eight + '.npy'))
+
+  def test_two_processes_equal_one_and_resume_together(self):
+    tmp = self.create_tempdir().full_path
+    one, two = os.path.join(tmp, 'one'), os.path.join(tmp, 'two')
+    run_processes(1, one, 20)
+    run_processes(2, two, 20)
+    a, b0, b1 = (np.load(f'{d}.{p}.npy') for d, p in ((one, 0), (two, 0), (two, 1)))
+    np.testing.assert_allclose(b0, a, atol=1e-5)
+    np.testing.assert_array_equal(b0, b1)  # every process holds the same meta-parameters
+    self.assertEqual(sorted(os.listdir(os.path.join(two, 'checkpoints'))), ['10', '20'])
+    with open(os.path.join(two, 'metrics.jsonl')) as f:
+      self.assertLen(f.read().splitlines(), 2)  # one writer: process 0
+    run_processes(2, two, 30)  # both resume from the multi-process checkpoint
+    run_processes(1, one, 30)
+    np.testing.assert_allclose(np.load(f'{two}.0.npy'), np.load(f'{one}.0.npy'), atol=1e-5)
 
   def test_meta_batch_that_does_not_divide_is_refused(self):
     out = run(8, 'refuse', self.create_tempdir().full_path).stdout

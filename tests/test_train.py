@@ -173,8 +173,8 @@ class TrainLoopTest(parameterized.TestCase):
       source = real_source(cfg, *args, **kwargs)
       batch = source.train_batch
 
-      def train_batch(step):
-        tasks = batch(step)
+      def train_batch(step, share=None):
+        tasks = batch(step, share)
         if step + 1 >= 27:  # meta-step 27 onwards sees a NaN target
           tasks = tasks._replace(query=tasks.query._replace(y=tasks.query.y * jnp.nan))
         return tasks

@@ -43,16 +43,20 @@ class SinusoidSource:
     self.batch_size = config.meta_batch_size
     self._key = jax.random.PRNGKey(config.seed)
 
-  def train_batch(self, step: int) -> Task:
-    return self._train_batch(self._key, step)
+  def train_batch(self, step: int, share=None) -> Task:
+    """Meta-batch `step`, or its tasks `share` = (first, count) (multi-process)."""
+    tasks = self._train_batch(self._key, step)
+    if share is not None:
+      tasks = jax.tree.map(lambda v: v[share[0]:share[0] + share[1]], tasks)
+    return tasks
 
   @functools.partial(jax.jit, static_argnums=0)
   def _train_batch(self, key, step) -> Task:
     key = jax.random.fold_in(key, step)
     return self.family.sample(key, self.batch_size, self.shots, self.query)
 
-  def batches(self, start: int, stop: int) -> Iterator[Task]:
-    return (self.train_batch(step) for step in range(start, stop))
+  def batches(self, start: int, stop: int, share=None) -> Iterator[Task]:
+    return (self.train_batch(step, share) for step in range(start, stop))
 
   def eval_tasks(self, split: str, num_tasks: int) -> Task:
     key = jax.random.PRNGKey(_EVAL_SEEDS[split])
@@ -88,19 +92,23 @@ class OmniglotSource:
   def num_train_classes(self) -> int:
     return len(self.train.classes)
 
-  def train_batch(self, step: int) -> Task:
-    """Meta-batch `step`; for `finetune`, one supervised mini-batch as a 1-task batch.
+  def train_batch(self, step: int, share=None) -> Task:
+    """Meta-batch `step`, or its tasks `share` = (first, count) (multi-process).
 
-    The mini-batch of --meta_batch_size images with their class indices is the
-    support set; the query set repeats its first image (unused).
+    For `finetune`, one supervised mini-batch as a 1-task batch: the
+    --meta_batch_size images with their class indices are the support set; the
+    query set repeats the first image (unused).
     """
     if self.supervised:
+      if share is not None:
+        raise ValueError('--algorithm=finetune runs in one process (its batch is one task)')
       x, y = self.train.labelled_batch(step, self.batch_size)
       return jax.tree.map(lambda v: v[None], Task(Split(x, y), Split(x[:1], y[:1])))
-    return self.train.batch(step, self.batch_size)
+    first, count = share if share is not None else (0, self.batch_size)
+    return self.train.batch(step, count, first)
 
-  def batches(self, start: int, stop: int) -> Iterator[Task]:
-    return episodes.prefetch(self.train_batch, start, stop)
+  def batches(self, start: int, stop: int, share=None) -> Iterator[Task]:
+    return episodes.prefetch(lambda step: self.train_batch(step, share), start, stop)
 
   def eval_batches(self, split: str, num_tasks: int) -> Iterator[Task]:
     """Chunks of about `eval_images` images (50 tasks of 5-way 1-shot, 15 queries)."""

@@ -83,11 +83,15 @@ class EpisodeSampler:
       x = self.transform(x[:, None], rng)[:, 0].astype(np.float32)
     return x, labels.astype(np.int32)
 
-  def batch(self, index: int, num_tasks: int) -> Task:
-    """Batch `index`: `num_tasks` episodes stacked on a leading axis."""
-    rng = np.random.default_rng([self.seed, index])
-    episodes = [self.episode(rng) for _ in range(num_tasks)]
-    return stack(episodes)
+  def batch(self, index: int, num_tasks: int, first: int = 0) -> Task:
+    """Tasks first..first + num_tasks - 1 of batch `index`, stacked on a leading axis.
+
+    Task i of batch `index` is drawn from its own generator, seeded by (seed,
+    index, i), so any process can sample its share of a meta-batch alone and
+    the shares together are the batch that one process would sample.
+    """
+    return stack([self.episode(np.random.default_rng([self.seed, index, first + i]))
+                  for i in range(num_tasks)])
 
 
 def stack(tasks: list[Task]) -> Task:
