@@ -46,15 +46,7 @@ class EpisodeSampler:
     n, k, q = self.ways, self.shots, self.query
     chosen = self.classes[rng.choice(len(self.classes), n, replace=False)]
     drawings = rng.random((n, self.images.shape[1])).argsort(axis=1)[:, :k + q]
-    x = self.images[chosen[:, :1], drawings]  # [n, k + q, H, W, ...]
-    for i, turns in enumerate(chosen[:, 1]):
-      if turns:
-        x[i] = np.rot90(x[i], turns, axes=(1, 2))
-    x = x.astype(np.float32) / 255.0
-    if x.ndim == 4:
-      x = x[..., None]
-    if self.transform is not None:
-      x = self.transform(x, rng).astype(np.float32)
+    x = self._load(chosen, drawings, rng)  # [n, k + q, H, W, C]
     labels = np.repeat(np.arange(n, dtype=np.int32)[:, None], k + q, axis=1)
     flat = lambda a: a.reshape((-1,) + a.shape[2:])
     return Task(Split(flat(x[:, :k]), flat(labels[:, :k])),
@@ -71,17 +63,21 @@ class EpisodeSampler:
     rng = np.random.default_rng([self.seed, index, 1])
     labels = rng.integers(0, len(self.classes), size)
     drawings = rng.integers(0, self.images.shape[1], size)
-    chosen = self.classes[labels]
-    x = self.images[chosen[:, 0], drawings]
+    x = self._load(self.classes[labels], drawings[:, None], rng)[:, 0]
+    return x, labels.astype(np.int32)
+
+  def _load(self, chosen: np.ndarray, drawings: np.ndarray, rng) -> np.ndarray:
+    """Float images [a, b, H, W, C] of classes `chosen` [a, 2], drawings [a, b], transformed."""
+    x = self.images[chosen[:, :1], drawings]
     for i, turns in enumerate(chosen[:, 1]):
       if turns:
-        x[i] = np.rot90(x[i], turns, axes=(0, 1))
+        x[i] = np.rot90(x[i], turns, axes=(1, 2))
     x = x.astype(np.float32) / 255.0
-    if x.ndim == 3:
+    if x.ndim == 4:
       x = x[..., None]
     if self.transform is not None:
-      x = self.transform(x[:, None], rng)[:, 0].astype(np.float32)
-    return x, labels.astype(np.int32)
+      x = self.transform(x, rng).astype(np.float32)
+    return x
 
   def batch(self, index: int, num_tasks: int, first: int = 0) -> Task:
     """Tasks first..first + num_tasks - 1 of batch `index`, stacked on a leading axis.
