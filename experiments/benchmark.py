@@ -89,10 +89,7 @@ class SyntheticSource:
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  try:
-    config = cli.config_from_flags(FLAGS)
-  except ValueError as e:
-    sys.exit(f'error: {e}')
+  config = cli.config_or_exit(FLAGS)
   if FLAGS.synthetic_data:
     config = config.replace(pretrain_classes=config.pretrain_classes or 1000)
     learner = builders.make_learner(config)

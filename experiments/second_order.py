@@ -242,10 +242,7 @@ def part_c(config, out):
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  try:
-    config = cli.config_from_flags(FLAGS)
-  except ValueError as e:
-    sys.exit(f'error: {e}')
+  config = cli.config_or_exit(FLAGS)
   unknown = set(FLAGS.parts) - {'a', 'b', 'c'}
   if unknown:
     sys.exit(f'error: --parts={",".join(FLAGS.parts)}: choose among a, b, c')

@@ -97,6 +97,14 @@ def define_config_flags(flag_values=flags.FLAGS) -> None:
       flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
 
 
+def config_or_exit(flag_values=flags.FLAGS) -> Config:
+  """`config_from_flags`, exiting with `error: --flag=value: why` on a bad setting."""
+  try:
+    return config_from_flags(flag_values)
+  except ValueError as e:
+    raise SystemExit(f'error: {e}') from None
+
+
 def config_from_flags(flag_values=flags.FLAGS, **overrides) -> Config:
   """A validated `Config` from the parsed flags; bad values raise ValueError."""
   values = {}

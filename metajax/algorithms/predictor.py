@@ -29,16 +29,10 @@ import jax.numpy as jnp
 
 from metajax import inner
 from metajax.config import PREDICTOR_HEADS as HEADS
+from metajax.algorithms.protonet import class_means
 from metajax.learner import MetaLearner
 from metajax.types import Array, LossFn, Params, PRNGKey, Split, Task
 
-
-
-def class_means(features: Array, labels: Array) -> tuple[Array, Array]:
-  """([S, d] mean feature of classes 0..S-1, [S] counts), S = support size."""
-  one_hot = jax.nn.one_hot(labels, features.shape[0], dtype=features.dtype)
-  counts = one_hot.sum(0)
-  return one_hot.T @ features / jnp.maximum(counts, 1)[:, None], counts
 
 
 def head_logits(kind: str, weights: Array, scale: Array, features: Array) -> Array:

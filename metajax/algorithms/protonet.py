@@ -17,6 +17,13 @@ from metajax.learner import MetaLearner
 from metajax.types import Array, LossFn, Params, PRNGKey, Split, Task
 
 
+def class_means(features: Array, labels: Array) -> tuple[Array, Array]:
+  """([S, d] mean feature of classes 0..S-1, [S] counts), S = support size."""
+  one_hot = jax.nn.one_hot(labels, features.shape[0], dtype=features.dtype)
+  counts = one_hot.sum(0)
+  return one_hot.T @ features / jnp.maximum(counts, 1)[:, None], counts
+
+
 def prototype_logits(support_features: Array, support_labels: Array,
                      query_features: Array) -> Array:
   """Negative squared Euclidean distances to the class prototypes.
@@ -26,10 +33,7 @@ def prototype_logits(support_features: Array, support_labels: Array,
   logit of -1e9, so the softmax and argmax ignore them. Columns 0..N-1 are the
   logits of an N-way task.
   """
-  one_hot = jax.nn.one_hot(support_labels, support_features.shape[0],
-                           dtype=support_features.dtype)  # [S, S]
-  counts = one_hot.sum(0)
-  prototypes = one_hot.T @ support_features / jnp.maximum(counts, 1)[:, None]
+  prototypes, counts = class_means(support_features, support_labels)
   sq = (jnp.sum(query_features ** 2, -1, keepdims=True)
         - 2 * query_features @ prototypes.T + jnp.sum(prototypes ** 2, -1))
   return jnp.where(counts > 0, -sq, -1e9)
