@@ -83,6 +83,33 @@ class Conv4Test(parameterized.TestCase):
     np.testing.assert_allclose(ours.apply(variables, x), reference.apply(variables, x),
                                rtol=1e-5, atol=1e-5)
 
+  @parameterized.parameters(1, 3)
+  def test_channels_first_conv_and_norm_match_channels_last(self, cin):
+    x = jax.random.normal(KEY, (2, 3, 9, 7, cin))
+    conv = Conv3x3(4)
+    variables = conv.init(KEY, x)
+    reference = nn.Conv(4, (3, 3), padding='SAME')
+    y = conv.apply(variables, x, channels_first_out=True)
+    chex.assert_shape(y, (4, 2, 3, 9, 7))
+    np.testing.assert_allclose(jnp.moveaxis(y, 0, -1), reference.apply(variables, x),
+                               rtol=1e-5, atol=1e-5)
+    norm = BatchStatNorm()
+    params = {'params': {'scale': jnp.arange(1.0, 5.0), 'bias': -jnp.arange(4.0)}}
+    np.testing.assert_allclose(jnp.moveaxis(norm.apply(params, y, channel_axis=0), 0, -1),
+                               norm.apply(params, jnp.moveaxis(y, 0, -1)), rtol=1e-5, atol=1e-5)
+
+  @parameterized.parameters((28, 1), (20, 3))
+  def test_conv4_formulations_agree_with_gradients(self, side, cin):
+    x = jax.random.normal(KEY, (6, side, side, cin))
+    fast, plain = Conv4(out=3, channels=(8,) * 4), Conv4(out=3, channels=(8,) * 4,
+                                                          thin_input_channels_first=False)
+    variables = fast.init(KEY, x)
+    loss = lambda model: lambda v: jnp.sum(jnp.sin(model.apply(v, x)))
+    np.testing.assert_allclose(fast.apply(variables, x), plain.apply(variables, x),
+                               rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(jax.grad(loss(fast))(variables),
+                                jax.grad(loss(plain))(variables), rtol=1e-4, atol=1e-5)
+
   @parameterized.parameters(28, 7, 3)
   def test_max_pool_matches_flax(self, side):
     x = jax.random.normal(KEY, (2, side, side, 3))
