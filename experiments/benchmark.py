@@ -40,7 +40,8 @@ cli.define_config_flags()
 flags.DEFINE_bool('synthetic_data', False,
                   'random tasks of the right shapes instead of the dataset (no files needed)')
 flags.DEFINE_enum('compare', '', ['', 'learn2learn'],
-                  'also time the equivalent learn2learn configuration (maml or fomaml), '
+                  'also time the equivalent learn2learn configuration (maml, fomaml; '
+                  'protonet: the PyTorch ProtoNet of learn2learn\'s example), '
                   'alternating windows with metajax\'s, in a child process')
 flags.DEFINE_integer('windows', 5, 'timed windows')
 flags.DEFINE_integer('window_steps', 200, 'meta-steps per window')
@@ -54,7 +55,7 @@ def torch_config(config) -> dict:
           'channels': config.num_channels, 'in_channels': image[-1] if len(image) == 3 else 1,
           'side': image[0], 'ways': config.num_ways, 'inner_lr': config.inner_lr,
           'inner_steps': config.inner_steps, 'meta_lr': config.meta_lr,
-          'first_order': config.algorithm == 'fomaml'}
+          'algorithm': config.algorithm}
 
 
 class SyntheticSource:
@@ -112,9 +113,12 @@ def main(argv):
 
   peer = None
   if FLAGS.compare:
-    if config.algorithm not in ('maml', 'fomaml'):
+    if config.algorithm not in ('maml', 'fomaml', 'protonet'):
       sys.exit(f'error: --compare=learn2learn: --algorithm={config.algorithm} has no '
-               'learn2learn counterpart here (maml, fomaml)')
+               'learn2learn counterpart here (maml, fomaml, protonet)')
+    if config.algorithm == 'protonet' and config.model_name == 'mlp':
+      sys.exit('error: --compare=learn2learn: --algorithm=protonet needs an image dataset '
+               f'(--dataset={config.dataset})')
     try:
       l2l_compare.check_installed()
     except ImportError as e:

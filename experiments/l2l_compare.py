@@ -1,4 +1,4 @@
-"""learn2learn's MAML in a child process, for side-by-side timing in benchmark.py.
+"""learn2learn's MAML (and a PyTorch ProtoNet) in a child process, for benchmark.py.
 
 The configuration mirrors metajax's: the same model (Conv4 with batch norm on
 batch statistics, or the sinusoid MLP), the same tasks (the very arrays the
@@ -6,7 +6,10 @@ JAX side times), inner SGD steps through `learn2learn.algorithms.MAML`
 (second order unless first-order), Adam on the meta-parameters, gradients
 divided by the meta-batch, and learn2learn's own training-loop habit (per
 task: `clone()`, `adapt()` K times, `backward()` of the query loss). torch
-uses as many threads as the machine has cores.
+uses as many threads as the machine has cores. learn2learn has no ProtoNet
+class (its ProtoNet example is plain PyTorch), so `protonet` is that: the
+Conv4 embedding of support and query sets, class means, negative squared
+Euclidean distances, cross-entropy, Adam.
 
 learn2learn 0.2.0 does not install from PyPI on Python 3.11 and its top-level
 package imports torchvision; see ../shared/BENCHMARKS.md. This module imports
@@ -64,10 +67,21 @@ def build_model(config: dict):
                tnn.BatchNorm2d(config['channels'], track_running_stats=False),
                tnn.ReLU(), tnn.MaxPool2d(2)]
     cin = config['channels']
+  if config['algorithm'] == 'protonet':  # the embedding alone, as metajax's ProtoNet
+    return tnn.Sequential(*blocks, tnn.Flatten())
   side = config['side']
   for _ in range(4):
     side //= 2
   return tnn.Sequential(*blocks, tnn.Flatten(), tnn.Linear(cin * side * side, config['ways']))
+
+
+def prototype_logits(support, labels, query):
+  """Negative squared Euclidean distances to the class means (learn2learn's ProtoNet example)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  ways = int(labels.max()) + 1
+  one_hot = torch.nn.functional.one_hot(labels, ways).to(support.dtype)
+  prototypes = one_hot.T @ support / one_hot.sum(0)[:, None]
+  return -torch.cdist(query, prototypes).pow(2)
 
 
 def worker(conn, config: dict, batches: list, threads: int):
@@ -76,11 +90,15 @@ def worker(conn, config: dict, batches: list, threads: int):
   import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(threads)
   torch.manual_seed(0)
-  algorithms = import_learn2learn_algorithms()
   model = build_model(config)
-  maml = algorithms.MAML(model, lr=config['inner_lr'],
-                         first_order=config['first_order'])
-  opt = torch.optim.Adam(maml.parameters(), config['meta_lr'])
+  if config['algorithm'] == 'protonet':
+    maml = None
+    opt = torch.optim.Adam(model.parameters(), config['meta_lr'])
+  else:
+    algorithms = import_learn2learn_algorithms()
+    maml = algorithms.MAML(model, lr=config['inner_lr'],
+                           first_order=config['algorithm'] == 'fomaml')
+    opt = torch.optim.Adam(maml.parameters(), config['meta_lr'])
   classify = config['model'] != 'mlp'
   loss_fn = F.cross_entropy if classify else F.mse_loss
 
@@ -96,6 +114,10 @@ def worker(conn, config: dict, batches: list, threads: int):
   def meta_step(tasks):
     opt.zero_grad()
     for xs, ys, xq, yq in tasks:
+      if maml is None:
+        logits = prototype_logits(model(xs), ys, model(xq))
+        (F.cross_entropy(logits, yq) / len(tasks)).backward()
+        continue
       learner = maml.clone()
       for _ in range(config['inner_steps']):
         learner.adapt(loss_fn(learner(xs), ys))

@@ -8,6 +8,8 @@ import sys
 import time
 
 from absl.testing import parameterized
+import numpy as np
+import pytest
 
 from tests.conftest import REPO
 
@@ -63,6 +65,25 @@ class ScriptsTest(parameterized.TestCase):
     figures = json.loads(out.stdout.strip().splitlines()[-1])
     for key in ('steps_per_s', 'tasks_per_s', 'compile_s', 'peak_rss_mb', 'step_temp_mb'):
       self.assertGreater(figures[key], 0, key)
+
+  def test_compare_refuses_an_algorithm_without_a_counterpart(self):
+    out = script('benchmark.py', '--synthetic_data', '--windows=1', '--window_steps=1',
+                 '--compare=learn2learn', '--algorithm=reptile')
+    self.assertNotEqual(out.returncode, 0)
+    self.assertIn('--algorithm=reptile', out.stderr)
+
+  def test_torch_protonet_logits_match_metajax(self):
+    torch = pytest.importorskip('torch', reason='torch (the bench extra) is not installed')
+    sys.path.insert(0, os.path.join(REPO, 'experiments'))
+    import l2l_compare  # pylint: disable=g-import-not-at-top
+    from metajax.algorithms.protonet import prototype_logits  # pylint: disable=g-import-not-at-top
+    rng = np.random.default_rng(0)
+    support, query = rng.normal(size=(12, 6)), rng.normal(size=(7, 6))
+    labels = rng.permutation(np.repeat(np.arange(4), 3))
+    ours = np.asarray(prototype_logits(support, labels, query))[:, :4]
+    theirs = l2l_compare.prototype_logits(torch.tensor(support), torch.tensor(labels),
+                                          torch.tensor(query)).numpy()
+    np.testing.assert_allclose(theirs, ours, rtol=1e-5, atol=1e-5)
 
   def test_sigkill_and_resume_gives_the_same_final_metrics(self):
     args = ['--num_steps=4000', '--checkpoint_every=100', '--log_every=100',
