@@ -60,10 +60,10 @@ class Config:
   lr_schedule: str = 'constant'     # constant | warmup_cosine (of --meta_lr)
   warmup_steps: int = 0             # warmup_cosine: linear warm-up steps
   compute_dtype: str = 'float32'    # float32 | bfloat16 (model and inner loop)
-  mesh_shape: tuple[int, ...] = ()
+  mesh_shape: tuple[int, ...] = ()  # devices per mesh axis (tasks[, model]); (): all on tasks
   coordinator_address: Optional[str] = None  # multi-process: host:port of process 0, or auto
-  num_processes: int = 1
-  process_id: int = 0  # devices per mesh axis (tasks[, model]); (): all on tasks
+  num_processes: int = 1            # multi-process: number of processes
+  process_id: int = 0               # multi-process: index of this process
   task_chunk: int = 0               # tasks vmapped together; 0: auto (builders.task_chunk)
   eval_every: int = 0              # 0: evaluate on validation tasks only at the end
   checkpoint_every: int = 1000

@@ -44,7 +44,11 @@ class SinusoidSource:
     self._key = jax.random.PRNGKey(config.seed)
 
   def train_batch(self, step: int, share=None) -> Task:
-    """Meta-batch `step`, or its tasks `share` = (first, count) (multi-process)."""
+    """Meta-batch `step`, or its tasks `share` = (first, count) (multi-process).
+
+    Each process draws the whole batch (microseconds for sinusoids, one jitted
+    call) and keeps its share, so the shares are exactly one process's batch.
+    """
     tasks = self._train_batch(self._key, step)
     if share is not None:
       tasks = jax.tree.map(lambda v: v[share[0]:share[0] + share[1]], tasks)
