@@ -40,15 +40,7 @@ def main(argv):
       if any(s < 0 for s in steps):
         raise ValueError(f'--inner_steps={",".join(FLAGS.inner_steps)}: must be >= 0')
       config = config.replace(eval_inner_steps=steps)
-    changes = {k: FLAGS[k].value for k in ('ways', 'shots') if FLAGS[k].value is not None}
-    if changes:
-      if not learner.any_ways:
-        raise ValueError(f'--{next(iter(changes))}: only learners whose classes come from the '
-                         f'support set (protonet, predictor) can be tested on other episodes '
-                         f'than they trained on; '
-                         f'{config.algorithm} has a {config.num_ways}-way head')
-      config = config.replace(
-          train_ways=config.num_train_ways, **changes).validate()
+    config = train.for_episodes(config, learner, FLAGS.ways, FLAGS.shots)
     source = builders.make_source(config)
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f'error: {e}')

@@ -266,6 +266,24 @@ def evaluate_state(config: Config, source, learner: MetaLearner,
   return records
 
 
+def for_episodes(config: Config, learner: MetaLearner, ways: Optional[int] = None,
+                 shots: Optional[int] = None) -> Config:
+  """`config` with test episodes of other ways / shots than it trained on.
+
+  Only learners whose classes come from the support set (protonet,
+  predictor) can; one with an N-way head is refused, naming the flag.
+  """
+  changes = {k: v for k, v in (('ways', ways), ('shots', shots)) if v is not None}
+  if not changes:
+    return config
+  if not learner.any_ways:
+    raise ValueError(f'--{next(iter(changes))}: only learners whose classes come from the '
+                     f'support set (protonet, predictor) can be tested on other episodes '
+                     f'than they trained on; '
+                     f'{config.algorithm} has a {config.num_ways}-way head')
+  return config.replace(train_ways=config.num_train_ways, **changes).validate()
+
+
 def _local(tree):
   """Meta-parameters as this process's own arrays (for evaluation)."""
   return parallel.local_copy(tree) if jax.process_count() > 1 else tree

@@ -85,6 +85,35 @@ class ScriptsTest(parameterized.TestCase):
                                           torch.tensor(query)).numpy()
     np.testing.assert_allclose(theirs, ours, rtol=1e-5, atol=1e-5)
 
+  @pytest.mark.skipif(not os.path.isfile(os.path.join(
+      os.environ.get('METAJAX_OMNIGLOT_DIR', '/nonexistent'), 'images_background.zip')),
+                      reason='real Omniglot not found: set $METAJAX_OMNIGLOT_DIR')
+  def test_omniglot_table_trains_its_rows_and_tests_protonet_on_20_ways(self):
+    workdir = self.create_tempdir().full_path
+    out = script('omniglot_table.py', f'--workdir={workdir}', '--rows=protonet_5w1s,fomaml_5w1s',
+                 '--num_steps=2', '--eval_tasks=4')
+    self.assertEqual(out.returncode, 0, out.stderr)
+    with open(os.path.join(workdir, 'table.json')) as f:
+      table = json.load(f)
+    self.assertEqual([(t['row'], t['algorithm'], t['ways'], t['shots'], t['meta_steps'])
+                      for t in table],
+                     [('protonet_5w1s', 'protonet', 5, 1, 2), ('protonet_5w1s', 'protonet', 20, 1, 2),
+                      ('fomaml_5w1s', 'fomaml', 5, 1, 2)])
+    self.assertEqual([[r['inner_steps'] for r in t['records']] for t in table[1:]], [[0], [1, 3]])
+    for t in table:
+      for r in t['records']:
+        self.assertEqual((r['num_tasks'], r['metric'], r['split']), (4, 'accuracy', 'test'))
+        self.assertTrue(0 <= r['mean'] <= 1)
+    self.assertRegex(out.stdout, r'\| protonet_5w1s \| protonet \| 20-way 1-shot \| [\d.]+ \+- '
+                     r'[\d.]+ % \| 96.0 \| 2 \|')
+    for row in ('protonet_5w1s', 'fomaml_5w1s'):
+      self.assertTrue(os.path.exists(os.path.join(workdir, row, 'checkpoints', '2')))
+
+  def test_omniglot_table_refuses_an_unknown_row(self):
+    out = script('omniglot_table.py', '--rows=maml_5w1s,maml_1w1s')
+    self.assertNotEqual(out.returncode, 0)
+    self.assertIn('--rows: each must be one of protonet_5w1s', out.stderr)
+
   def test_sigkill_and_resume_gives_the_same_final_metrics(self):
     args = ['--num_steps=4000', '--checkpoint_every=100', '--log_every=100',
             '--eval_tasks=100', '--baselines=', '--plot=false', '--progress=false']
