@@ -60,14 +60,9 @@ def _known_rows(rows):
 
 def preset(row: str):
   name, extra, _ = ROWS[row]
-  values = flags.FlagValues()
-  cli.define_config_flags(values)
-  args = ['table', f'--flagfile={os.path.join(CONFIGS, name)}', *extra]
-  for flag in ('num_steps', 'eval_tasks', 'data_dir'):
-    if FLAGS[flag].value is not None:
-      args.append(f'--{flag}={FLAGS[flag].value}')
-  values(args)
-  return cli.config_from_flags(values)
+  overrides = [f'--{flag}={FLAGS[flag].value}' for flag in ('num_steps', 'eval_tasks', 'data_dir')
+               if FLAGS[flag].value is not None]
+  return cli.config_from_flagfile(os.path.join(CONFIGS, name), *extra, *overrides)
 
 
 def accuracy_cell(records) -> str:

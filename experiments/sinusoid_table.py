@@ -27,14 +27,8 @@ CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
 
 
 def preset(name: str, shots: int):
-  values = flags.FlagValues()
-  cli.define_config_flags(values)
-  args = ['table', f'--flagfile={os.path.join(CONFIGS, f"sinusoid_{name}.flags")}',
-          f'--shots={shots}']
-  if FLAGS.num_steps:
-    args.append(f'--num_steps={FLAGS.num_steps}')
-  values(args)
-  return cli.config_from_flags(values)
+  args = [f'--shots={shots}'] + ([f'--num_steps={FLAGS.num_steps}'] if FLAGS.num_steps else [])
+  return cli.config_from_flagfile(os.path.join(CONFIGS, f'sinusoid_{name}.flags'), *args)
 
 
 def main(argv):

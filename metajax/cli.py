@@ -105,6 +105,14 @@ def config_or_exit(flag_values=flags.FLAGS) -> Config:
     raise SystemExit(f'error: {e}') from None
 
 
+def config_from_flagfile(path: str, *args: str) -> Config:
+  """A validated `Config` from a preset flagfile and further `--flag=value` args."""
+  values = flags.FlagValues()
+  define_config_flags(values)
+  values(['preset', f'--flagfile={path}', *args])
+  return config_from_flags(values)
+
+
 def config_from_flags(flag_values=flags.FLAGS, **overrides) -> Config:
   """A validated `Config` from the parsed flags; bad values raise ValueError."""
   values = {}

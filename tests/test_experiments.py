@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
+from tests.test_omniglot import needs_data
 
 FAST = ['--num_steps=60', '--log_every=10', '--checkpoint_every=20', '--eval_tasks=50',
         '--hidden=16,16', '--meta_batch_size=4', '--progress=false']
@@ -85,9 +86,7 @@ class ScriptsTest(parameterized.TestCase):
                                           torch.tensor(query)).numpy()
     np.testing.assert_allclose(theirs, ours, rtol=1e-5, atol=1e-5)
 
-  @pytest.mark.skipif(not os.path.isfile(os.path.join(
-      os.environ.get('METAJAX_OMNIGLOT_DIR', '/nonexistent'), 'images_background.zip')),
-                      reason='real Omniglot not found: set $METAJAX_OMNIGLOT_DIR')
+  @needs_data
   def test_omniglot_table_trains_its_rows_and_tests_protonet_on_20_ways(self):
     workdir = self.create_tempdir().full_path
     out = script('omniglot_table.py', f'--workdir={workdir}', '--rows=protonet_5w1s,fomaml_5w1s',
