@@ -20,14 +20,14 @@ from absl import logging
 
 from metajax import cli
 from metajax import evaluate
-from metajax import train
+from metajax import loop
 
 cli.define_config_flags()
 flags.DEFINE_string('workdir', None, 'run directory (default: a new temporary one)')
 flags.DEFINE_list('baselines', None,
-                  'algorithms trained beside --algorithm with the same flags, '
-                  'each in <workdir>/<name>, and shown in the same table '
-                  '(default: pretrained for sinusoid, none for images)')
+                  'algorithms trained beside --algorithm with the same flags (less the '
+                  'algorithm settings a baseline does not use), each in <workdir>/<name>, '
+                  'and shown in the same table (default: pretrained for sinusoid, none for images)')
 flags.DEFINE_bool('plot', True, 'save a PNG of adapted curves (sinusoid)')
 flags.DEFINE_bool('progress', True, 'show a progress bar')
 FLAGS = flags.FLAGS
@@ -42,11 +42,11 @@ def main(argv):
     config = cli.config_from_flags(FLAGS)
     requested = FLAGS.baselines
     if requested is None:
-      requested = ['pretrained'] if config.dataset == 'sinusoid' else []
+      requested = ['pretrained'] if config.data.task == 'regression' else []
     baselines = [b for b in requested if b and b != config.algorithm]
-    baseline_configs = [config.replace(algorithm=b).validate() for b in baselines]
+    baseline_configs = [config.for_algorithm(b).validate() for b in baselines]
   except ValueError as e:
-    sys.exit(f'error: {e}')
+    sys.exit(f'error: {cli.flag_words(e)}')
   workdir = FLAGS.workdir or tempfile.mkdtemp(prefix='metajax-')
   print(f'workdir: {workdir}', flush=True)
 
@@ -56,44 +56,31 @@ def main(argv):
     for cfg, wd in [(config, workdir)] + [
         (c, os.path.join(workdir, c.algorithm)) for c in baseline_configs]:
       t0 = time.time()
-      result = train.train_and_evaluate(cfg, wd, show_progress=FLAGS.progress)
+      result = loop.train_and_evaluate(cfg, wd, show_progress=FLAGS.progress)
       print(f'{cfg.algorithm}: {int(result.state.step)} meta-steps, '
             f'{time.time() - t0:.1f} s', flush=True)
       runs.append(result)
   except (ValueError, FloatingPointError, FileNotFoundError) as e:
-    sys.exit(f'error: {e}')
-  _write_flagfile(config, workdir)
+    sys.exit(f'error: {cli.flag_words(e)}')
+  if FLAGS.baselines is not None:
+    with open(os.path.join(workdir, 'flags.txt'), 'a') as f:
+      f.write(f'--baselines={",".join(FLAGS.baselines)}\n')
 
   first = runs[0].records[0]
-  episode = (f'K={config.shots}' if config.dataset == 'sinusoid'
+  episode = (f'K={config.shots}' if config.data.task == 'regression'
              else f'{config.num_ways}-way {config.shots}-shot')
   print(f'\nHeld-out {config.dataset} tasks: {first["num_tasks"]}, {episode}; '
         f'{first["metric"]} after inner steps (mean +- 95% interval)')
   for result in runs:
     print(evaluate.format_records(result.config.algorithm, result.records))
-  if FLAGS.plot and config.dataset == 'sinusoid':
+  if FLAGS.plot and config.dataset == 'sinusoid':  # figure 2 of the MAML paper
     from metajax import plotting  # pylint: disable=g-import-not-at-top
     path = plotting.plot_sinusoid_adaptation(
         [(r.config.algorithm, r.learner, r.state.theta) for r in runs],
         os.path.join(workdir, 'sinusoid_adaptation.png'),
-        steps=config.eval_inner_steps, shots=config.shots)
+        steps=runs[0].config.eval_inner_steps, shots=config.shots)
     print(f'plot: {path}')
   print(f'total wall-clock: {time.time() - start:.1f} s; eval.json in {workdir}')
-
-
-def _write_flagfile(config, workdir):
-  """`flags.txt`: the run's settings, usable as --flagfile to repeat it."""
-  lines = []
-  for name, value in config.to_dict().items():
-    if value is None:
-      continue
-    if isinstance(value, (tuple, list)):
-      value = ','.join(map(str, value))
-    lines.append(f'--{name}={value}')
-  if FLAGS.baselines is not None:
-    lines.append(f'--baselines={",".join(FLAGS.baselines)}')
-  with open(os.path.join(workdir, 'flags.txt'), 'w') as f:
-    f.write('\n'.join(lines) + '\n')
 
 
 if __name__ == '__main__':

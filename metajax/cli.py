@@ -1,21 +1,26 @@
 """absl flags for the experiment scripts, one per `Config` field.
 
 The flags are generated from the `Config` dataclass, so a field and its flag
-never drift apart; scripts call `define_config_flags()` at import and
-`config_from_flags()` in `main`. The library itself never reads flags.
+never drift apart; algorithm and dataset choices, and the algorithms' own
+defaults, come from the registries. Scripts call `define_config_flags()` at
+import and `config_from_flags()` in `main`. The library itself never reads
+flags; `flag_words` puts its errors in the scripts' words.
 """
 
 import dataclasses
+import re
 import typing
 
 from absl import flags
 
+from metajax.algorithms import ALGORITHMS
 from metajax.config import Config
+from metajax.data import DATASETS
+from metajax.validation import ALGORITHM_SETTINGS
 
 HELP = {
-    'algorithm': 'maml | fomaml | reptile | anil | metasgd | imaml | pretrained | protonet | '
-                 'predictor | finetune',
-    'dataset': 'sinusoid | omniglot | miniimagenet',
+    'algorithm': '; '.join(f'{name}: {spec.summary}' for name, spec in ALGORITHMS.items()),
+    'dataset': ' | '.join(DATASETS),
     'ways': 'classes per task (N); unset for regression',
     'shots': 'support examples per class (K)',
     'query': 'query examples per class (default: = shots)',
@@ -35,6 +40,7 @@ HELP = {
     'cg_steps': 'iMAML: conjugate-gradient iterations for the implicit meta-gradient',
     'predictor_head': 'predictor: how a query is scored against the predicted class weights: '
                       'cosine (times a learned scale) | dot | euclidean',
+    'rotations': 'Omniglot: rotations by 90/180/270 degrees as new classes (default: on for vinyals)',
     'finetune_head': 'finetune: the head fitted on each test episode: linear (Baseline) | '
                      'cosine (Baseline++, also in pre-training)',
     'pretrain_classes': 'finetune: classes of the pre-training head (default: every class '
@@ -58,7 +64,7 @@ HELP = {
     'log_every': 'log training metrics every N meta-steps',
     'max_checkpoints': 'checkpoints kept in the workdir',
     'eval_tasks': 'held-out tasks in each evaluation',
-    'eval_inner_steps': 'inner-step counts to evaluate after',
+    'eval_inner_steps': 'inner-step counts to evaluate after (default: the algorithm\'s, else 0,1,10)',
     'eval_query': 'query examples per class in evaluation tasks (default: 100 points for '
                   'sinusoid, --query otherwise)',
     'data_dir': 'Omniglot: folder of the official zips or their extracted folders (default: '
@@ -69,13 +75,29 @@ HELP = {
                    'tfds.data_source("omniglot") in --data_dir (tfds\' folder)',
     'split': 'Omniglot class split: vinyals (1100/100/423 characters, rotations) | lake '
              '(background / evaluation)',
-    'rotations': 'rotations by 90/180/270 degrees as new classes (default: on for vinyals)',
     'train_ways': 'ways of training episodes, e.g. 60 for ProtoNets (default: --ways)',
     'channels': 'filters per block of Conv4 (default: 64 for Omniglot, 32 for miniImageNet)',
     'model': 'mlp | conv4 | resnet12 (default: mlp for sinusoid, conv4 for images)',
     'augment': 'random 8-pixel-padded crops and horizontal flips of miniImageNet training '
                'episodes; random 2-pixel shifts of Omniglot pre-training images (finetune)',
 }
+
+
+def algorithm_defaults(setting: str) -> str:
+  """'(default: maml 0.01, omniglot 0.4; reptile 0.02; ...)' from the registry."""
+  parts = []
+  for name, spec in ALGORITHMS.items():
+    if setting in spec.settings or setting in spec.defaults:
+      value = spec.defaults.get(setting)
+      text = f'{name} {_text(value)}' + ''.join(
+          f', {dataset} {_text(values[setting])}'
+          for dataset, values in spec.dataset_defaults.items() if setting in values)
+      parts.append(text)
+  return f' (default: the algorithm\'s: {"; ".join(parts)})' if parts else ''
+
+
+def _text(value) -> str:
+  return ','.join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 def define_config_flags(flag_values=flags.FLAGS) -> None:
@@ -85,8 +107,11 @@ def define_config_flags(flag_values=flags.FLAGS) -> None:
     name, default, hint = field.name, field.default, hints[field.name]
     base = typing.get_args(hint)[0] if typing.get_origin(hint) is typing.Union else hint
     help_text = HELP.get(name, name)
+    if name in ALGORITHM_SETTINGS:
+      help_text += algorithm_defaults(name)
     if typing.get_origin(base) is tuple:
-      flags.DEFINE_list(name, [str(v) for v in default], help_text, flag_values=flag_values)
+      flags.DEFINE_list(name, None if default is None else [str(v) for v in default], help_text,
+                        flag_values=flag_values)
     elif base is bool:
       flags.DEFINE_bool(name, default, help_text, flag_values=flag_values)
     elif base is int:
@@ -97,12 +122,22 @@ def define_config_flags(flag_values=flags.FLAGS) -> None:
       flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
 
 
+_NAMES = '|'.join(sorted([f.name for f in dataclasses.fields(Config)] + ['workdir'], key=len,
+                         reverse=True))
+_ARGUMENT = re.compile(rf'(?<![-\w.])({_NAMES})=')
+
+
+def flag_words(error: Exception) -> str:
+  """An error message with each `setting=value` of the library written `--setting=value`."""
+  return _ARGUMENT.sub(r'--\1=', str(error))
+
+
 def config_or_exit(flag_values=flags.FLAGS) -> Config:
   """`config_from_flags`, exiting with `error: --flag=value: why` on a bad setting."""
   try:
     return config_from_flags(flag_values)
   except ValueError as e:
-    raise SystemExit(f'error: {e}') from None
+    raise SystemExit(f'error: {flag_words(e)}') from None
 
 
 def config_from_flagfile(path: str, *args: str) -> Config:

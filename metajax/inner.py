@@ -5,6 +5,12 @@ support loss, written as a `lax.scan` so that the whole trajectory is one
 differentiable computation: `jax.grad` through it gives the exact
 (second-order) meta-gradient, including through the state of stateful inner
 optimizers such as momentum and Adam.
+
+Adam as an inner optimizer needs `eps_root > 0` (`optax.adam(lr, eps_root=1e-12)`,
+what the experiment config builds for `--inner_optimizer=adam`): with
+`eps_root = 0` the derivative of `sqrt(nu)` is infinite wherever a gradient
+entry is exactly zero (a dead ReLU, say), which puts NaNs into the
+second-order meta-gradient.
 """
 
 from typing import Callable, NamedTuple, Optional
@@ -15,36 +21,16 @@ import optax
 
 from metajax.types import Array, Params
 
-INNER_OPTIMIZERS = ('sgd', 'momentum', 'adam')
 
+def scale_by_learned_rates(rates: Params) -> optax.GradientTransformation:
+  """Multiplies each update leaf by the matching leaf of `rates`.
 
-def inner_optimizer(name: str, learning_rate) -> optax.GradientTransformation:
-  """Builds an inner-loop optimizer that is safe to differentiate through.
-
-  Args:
-    name: one of `INNER_OPTIMIZERS`.
-    learning_rate: a float, or a traced scalar (it may be meta-learned).
-
-  Returns:
-    An optax `GradientTransformation`.
-
-  Adam is built with `eps_root > 0`: with `eps_root = 0` the derivative of
-  `sqrt(nu)` is infinite wherever a gradient entry is exactly zero (a dead
-  ReLU, say), which puts NaNs into the second-order meta-gradient.
+  Meta-SGD's per-parameter learning rates as an optax transformation: `rates`
+  is meta-learned state (a leaf of theta), so the transformation is rebuilt
+  from theta inside each adaptation and the meta-gradient flows into it.
+  `optax.chain(direction, scale_by_learned_rates(rates))` steps along any
+  optax direction (`optax.sgd(1.0)`: minus the gradient, as in the paper).
   """
-  if name == 'sgd':
-    return optax.sgd(learning_rate)
-  if name == 'momentum':
-    return optax.sgd(learning_rate, momentum=0.9)
-  if name == 'adam':
-    return optax.adam(learning_rate, eps_root=1e-12)
-  raise ValueError(
-      f'--inner_optimizer={name!r} is not known; choose one of '
-      f'{", ".join(INNER_OPTIMIZERS)}')
-
-
-def scale_by_tree(scales: Params) -> optax.GradientTransformation:
-  """Multiplies each update leaf by the matching leaf of `scales` (Meta-SGD)."""
 
   def init_fn(params):
     del params
@@ -52,14 +38,14 @@ def scale_by_tree(scales: Params) -> optax.GradientTransformation:
 
   def update_fn(updates, state, params=None):
     del params
-    return jax.tree.map(jnp.multiply, scales, updates), state
+    return jax.tree.map(jnp.multiply, rates, updates), state
 
   return optax.GradientTransformation(init_fn, update_fn)
 
 
 class InnerResult(NamedTuple):
   params: Params  # phi, the adapted parameters
-  losses: Array   # [num_steps] support loss before each step
+  losses: Array   # [max(num_steps, 1)] loss before each step (num_steps=0: at params)
 
 
 def inner_loop(
@@ -93,12 +79,13 @@ def inner_loop(
       None (or >= num_steps): through every step; 0: first-order throughout.
 
   Returns:
-    `InnerResult(params=phi, losses=support loss before each step)`.
+    `InnerResult(params=phi, losses=loss before each step)`; with
+    `num_steps=0`, `losses` holds the one loss at `params`.
   """
   if num_steps < 0:
-    raise ValueError(f'inner num_steps must be >= 0, got {num_steps}')
+    raise ValueError(f'num_steps={num_steps}: must be >= 0')
   if backprop_steps is not None and backprop_steps < 0:
-    raise ValueError(f'--backprop_steps={backprop_steps}: must be >= 0')
+    raise ValueError(f'backprop_steps={backprop_steps}: must be >= 0')
   exact = num_steps if backprop_steps is None else min(backprop_steps, num_steps)
   if first_order:
     exact = 0
@@ -119,5 +106,5 @@ def inner_loop(
     if length:
       carry, part = jax.lax.scan(make_step(constant), carry, None, length=length)
       losses.append(part)
-  losses = jnp.concatenate(losses) if losses else jnp.zeros((0,), jnp.float32)
+  losses = jnp.concatenate(losses) if losses else loss_fn(params)[None]
   return InnerResult(carry[0], losses)

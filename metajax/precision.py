@@ -12,9 +12,6 @@ import jax.numpy as jnp
 
 from metajax.learner import MetaLearner
 
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-
-
 def _cast(tree, dtype):
   return jax.tree.map(
       lambda v: v.astype(dtype) if jnp.issubdtype(jnp.asarray(v).dtype, jnp.floating) else v,
@@ -40,6 +37,7 @@ def with_compute_dtype(learner: MetaLearner, dtype) -> MetaLearner:
 
   return learner._replace(
       adapt=wrap(learner.adapt, 2),
-      predict=wrap(learner.predict, 3),
+      apply=wrap(learner.apply, 3),
       outer_loss=wrap(learner.outer_loss, 2),
-      meta_gradient=wrap(learner.meta_gradient, 2))
+      meta_gradient=wrap(learner.meta_gradient, 2),
+      batch_loss=wrap(learner.batch_loss, 2))

@@ -1,6 +1,6 @@
 """Type aliases and the `Task` pytree shared by every part of metajax."""
 
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import chex
 import jax
@@ -12,7 +12,7 @@ Metrics = dict[str, Array]
 
 
 class Split(NamedTuple):
-  """Inputs and targets of one side of a task (support or query)."""
+  """Inputs and targets of one side of a task (support or query), or a supervised batch."""
   x: Array
   y: Array
 
@@ -30,4 +30,3 @@ class Task(NamedTuple):
 
 LossFn = Callable[[Array, Array], Array]  # (predictions, targets) -> scalar
 ApplyFn = Callable[[Params, Array], Array]  # (variables, inputs) -> predictions
-Config = Any

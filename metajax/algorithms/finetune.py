@@ -1,16 +1,15 @@
 """Pre-train, then fine-tune a new head: Baseline and Baseline++.
 
-Training is ordinary supervised learning on all meta-training classes: each
-"task" the training loop hands over is one mini-batch of images with their
-global class labels (the sources build them for `--algorithm=finetune`), and
-the loss is the cross-entropy of a C-way classifier on the backbone's
+Training is ordinary supervised learning on all meta-training classes: the
+training loop hands over supervised batches `Split(images, class indices)`
+and `batch_loss` is the cross-entropy of a C-way classifier on the backbone's
 features. For each test episode the backbone is frozen and a new head, one
 column per support class, is fitted on the support features by
-`--inner_steps` steps of `--inner_optimizer` at `--inner_lr`:
+`inner_steps` steps of `inner_optimizer`:
 
-- Baseline (`--finetune_head=linear`): a linear layer.
-- Baseline++ (`--finetune_head=cosine`): cosine similarity to per-class
-  weights times a fixed scale, in pre-training and in fine-tuning.
+- Baseline (`head='linear'`): a linear layer.
+- Baseline++ (`head='cosine'`): cosine similarity to per-class weights times
+  a fixed scale, in pre-training and in fine-tuning.
 
 Reference:
   Chen, Liu, Kira, Wang & Huang, "A Closer Look at Few-shot Classification",
@@ -20,43 +19,44 @@ Reference:
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
 from metajax import inner
-from metajax.config import FINETUNE_HEADS
-from metajax.learner import MetaLearner
+from metajax.algorithms import common
+from metajax.algorithms.registry import AlgorithmSpec, register
+from metajax.learner import Adapted, MetaLearner
 from metajax.types import Array, LossFn, Params, PRNGKey, Split, Task
 
 COSINE_SCALE = 10.0
+HEADS = ('linear', 'cosine')
 
 
 def head_logits(kind: str, head: Params, features: Array) -> Array:
   """[B, C] logits of a linear or cosine head {'kernel': [d, C], 'bias': [C]}."""
   if kind == 'linear':
     return features @ head['kernel'] + head['bias']
-  normalise = lambda v, axis: v * jax.lax.rsqrt(jnp.sum(v * v, axis, keepdims=True) + 1e-12)
-  return COSINE_SCALE * normalise(features, -1) @ normalise(head['kernel'], 0)
+  return common.cosine_logits(features, head['kernel'], COSINE_SCALE)
 
 
-def finetune(model: nn.Module, loss_fn: LossFn, *, num_classes: int, inner_lr: float = 0.01,
-             inner_steps: int = 100, inner_optimizer: str = 'adam',
-             finetune_head: str = 'linear') -> MetaLearner:
+def finetune(model: nn.Module, loss_fn: LossFn, *, num_classes: int,
+             inner_optimizer: optax.GradientTransformation = optax.adam(0.01),
+             inner_steps: int = 100, head: str = 'linear') -> MetaLearner:
   """Baseline (linear head) or Baseline++ (cosine head).
 
   Args:
     model: a metajax model; its `embed` is the backbone.
     loss_fn: softmax cross-entropy `(logits, labels) -> scalar`.
     num_classes: classes of the pre-training split (C).
-    inner_lr, inner_steps, inner_optimizer: fitting the new head on a test
-      episode's support features.
-    finetune_head: 'linear' (Baseline) or 'cosine' (Baseline++).
+    inner_optimizer, inner_steps: fitting the new head on a test episode's
+      support features.
+    head: 'linear' (Baseline) or 'cosine' (Baseline++).
 
   Returns:
-    A `MetaLearner`; theta = {'model': the backbone, 'classifier': the C-way head}.
+    A `MetaLearner` with a `batch_loss`; theta = {'model': the backbone,
+    'classifier': the C-way head}; phi = {'head', 'present'}.
   """
-  if finetune_head not in FINETUNE_HEADS:
-    raise ValueError(f'--finetune_head={finetune_head!r}: choose one of '
-                     f'{", ".join(FINETUNE_HEADS)}')
-  optimizer = inner.inner_optimizer(inner_optimizer, inner_lr)
+  if head not in HEADS:
+    raise ValueError(f'head={head!r}: choose one of {", ".join(HEADS)}')
 
   def embed(theta, x):
     return model.apply(theta['model'], x, method='embed')
@@ -72,31 +72,40 @@ def finetune(model: nn.Module, loss_fn: LossFn, *, num_classes: int, inner_lr: f
     return {'model': variables,
             'classifier': new_head(head_key, features.shape[-1], num_classes, features.dtype)}
 
-  def adapt(theta, support: Split, rng, num_steps=None, return_losses=False):
+  def adapt(theta, support: Split, rng, num_steps=None) -> Adapted:
     """A head fitted on the support features (one column per support example)."""
     steps = inner_steps if num_steps is None else num_steps
     features = jax.lax.stop_gradient(embed(theta, support.x))
     columns = features.shape[0]
     present = jax.nn.one_hot(support.y, columns).sum(0) > 0
-    masked = lambda head, f: jnp.where(present, head_logits(finetune_head, head, f), -1e9)
+    masked = lambda fitted, f: jnp.where(present, head_logits(head, fitted, f), -1e9)
     result = inner.inner_loop(
-        lambda head: loss_fn(masked(head, features), support.y),
-        new_head(rng, features.shape[-1], columns, features.dtype), optimizer, steps,
+        lambda fitted: loss_fn(masked(fitted, features), support.y),
+        new_head(rng, features.shape[-1], columns, features.dtype), inner_optimizer, steps,
         first_order=True)
-    adapted = {'head': result.params, 'present': present}
-    return (adapted, result.losses) if return_losses else adapted
+    return Adapted({'head': result.params, 'present': present}, result.losses)
 
-  def predict(theta, support, query_x, rng, num_steps=None):
-    adapted = adapt(theta, support, rng, num_steps)
-    logits = head_logits(finetune_head, adapted['head'], embed(theta, query_x))
-    return jnp.where(adapted['present'], logits, -1e9)
+  def apply(theta, phi, x):
+    return jnp.where(phi['present'], head_logits(head, phi['head'], embed(theta, x)), -1e9)
 
-  def outer_loss(theta, batch: Task, rng):
-    """Supervised pre-training loss of one mini-batch (`batch.support`)."""
+  def batch_loss(theta, batch: Split, rng):
+    """Supervised pre-training loss of one mini-batch."""
     del rng
-    logits = head_logits(finetune_head, theta['classifier'], embed(theta, batch.support.x))
-    loss = loss_fn(logits, batch.support.y)
-    return loss, {'query_loss': loss}
+    loss = loss_fn(head_logits(head, theta['classifier'], embed(theta, batch.x)), batch.y)
+    return loss, {'query_loss': loss, 'support_loss_before': loss}
 
-  return MetaLearner(name='finetune', init=init, adapt=adapt, predict=predict,
-                     outer_loss=outer_loss, any_ways=True)
+  return MetaLearner(name='finetune', init=init, adapt=adapt, apply=apply,
+                     batch_loss=batch_loss, any_ways=True)
+
+
+register(AlgorithmSpec(
+    name='finetune', summary='pre-train, fine-tune a new head: Baseline / Baseline++ (Chen et al. 2019)',
+    settings=('inner_lr', 'inner_steps', 'inner_optimizer', 'finetune_head', 'pretrain_classes'),
+    # The paper fits each test head with 100 steps of Adam at 0.01.
+    defaults={'inner_lr': 0.01, 'inner_steps': 100, 'inner_optimizer': 'adam',
+              'finetune_head': 'linear', 'eval_inner_steps': (100,)},
+    choices={'finetune_head': HEADS}, from_data={'pretrain_classes': 'num_train_classes'},
+    tasks=('classification',), any_ways=True,
+    build=lambda s, model, loss_fn, opt: finetune(
+        model, loss_fn, num_classes=s['pretrain_classes'], inner_optimizer=opt(s['inner_lr']),
+        inner_steps=s['inner_steps'], head=s['finetune_head'])))

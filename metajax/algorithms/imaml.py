@@ -18,16 +18,17 @@ Reference:
   NeurIPS 2019.
 """
 
-import functools
 from typing import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
 from metajax import inner
-from metajax.algorithms.maml import predict_after
-from metajax.learner import MetaLearner, init_model, split_loss
+from metajax.algorithms import common
+from metajax.algorithms.registry import AlgorithmSpec, register
+from metajax.learner import Adapted, MetaLearner
 from metajax.types import Array, LossFn, Params, PRNGKey, Split, Task
 
 
@@ -58,31 +59,29 @@ def implicit_meta_gradient(support_loss: Callable[[Params], Array], phi: Params,
   return solution
 
 
-def imaml(model: nn.Module, loss_fn: LossFn, *, inner_lr: float = 0.01,
-          inner_steps: int = 5, inner_optimizer: str = 'sgd',
-          imaml_lambda: float = 1.0, cg_steps: int = 5) -> MetaLearner:
+def imaml(model: nn.Module, loss_fn: LossFn, *,
+          inner_optimizer: optax.GradientTransformation = optax.sgd(0.01),
+          inner_steps: int = 5, lam: float = 1.0, cg_steps: int = 5) -> MetaLearner:
   """Implicit MAML.
 
   Args:
     model: a flax module.
     loss_fn: `(predictions, targets) -> scalar`.
-    inner_lr: step size of the inner optimizer on the regularised support loss.
+    inner_optimizer: optax transformation run on the regularised support loss.
     inner_steps: inner steps (the inner problem should be solved well: iMAML's
       gradient is exact only at the minimiser).
-    inner_optimizer: 'sgd', 'momentum' or 'adam'.
-    imaml_lambda: the proximal strength lambda.
+    lam: the proximal strength lambda.
     cg_steps: conjugate-gradient iterations for the implicit gradient.
 
   Returns:
     A `MetaLearner` whose `meta_gradient` is the implicit meta-gradient.
   """
-  if not imaml_lambda > 0:
-    raise ValueError(f'--imaml_lambda={imaml_lambda}: must be > 0')
+  if not lam > 0:
+    raise ValueError(f'lam={lam}: must be > 0')
   if cg_steps < 1:
-    raise ValueError(f'--cg_steps={cg_steps}: must be a positive integer')
-  optimizer = inner.inner_optimizer(inner_optimizer, inner_lr)
+    raise ValueError(f'cg_steps={cg_steps}: must be a positive integer')
 
-  def adapt(theta, support: Split, rng, num_steps=None, return_losses=False):
+  def adapt(theta, support: Split, rng, num_steps=None) -> Adapted:
     del rng
     anchor = jax.lax.stop_gradient(theta['model'])
     steps = inner_steps if num_steps is None else num_steps
@@ -90,22 +89,30 @@ def imaml(model: nn.Module, loss_fn: LossFn, *, inner_lr: float = 0.01,
     def regularised(v):
       proximal = sum(jnp.sum(jnp.square(a - b)) for a, b in
                      zip(jax.tree.leaves(v), jax.tree.leaves(anchor)))
-      return split_loss(model, loss_fn, v, support) + 0.5 * imaml_lambda * proximal
+      return common.split_loss(model, loss_fn, v, support) + 0.5 * lam * proximal
 
-    result = inner.inner_loop(regularised, anchor, optimizer, steps, first_order=True)
-    phi = jax.lax.stop_gradient(result.params)
-    return (phi, result.losses) if return_losses else phi
+    result = inner.inner_loop(regularised, anchor, inner_optimizer, steps, first_order=True)
+    return Adapted(jax.lax.stop_gradient(result.params), result.losses)
 
   def meta_gradient(theta: Params, task: Task, rng: PRNGKey):
-    phi, losses = adapt(theta, task.support, rng, return_losses=True)
+    adapted = adapt(theta, task.support, rng)
+    phi = adapted.params
     query_loss, query_grad = jax.value_and_grad(
-        lambda v: split_loss(model, loss_fn, v, task.query))(phi)
-    support_loss = lambda v: split_loss(model, loss_fn, v, task.support)
-    grads = implicit_meta_gradient(support_loss, phi, query_grad, imaml_lambda, cg_steps)
+        lambda v: common.split_loss(model, loss_fn, v, task.query))(phi)
+    support_loss = lambda v: common.split_loss(model, loss_fn, v, task.support)
+    grads = implicit_meta_gradient(support_loss, phi, query_grad, lam, cg_steps)
     return {'model': grads}, {'query_loss': query_loss,
-                              'support_loss_before': losses[0]}
+                              'support_loss_before': adapted.support_losses[0]}
 
-  return MetaLearner(name='imaml', init=functools.partial(init_model, model),
-                     adapt=adapt, predict=predict_after(model, adapt),
-                     meta_gradient=meta_gradient)
+  return MetaLearner(name='imaml', init=lambda rng, task: common.init_model(model, rng, task),
+                     adapt=adapt, apply=common.apply_model(model), meta_gradient=meta_gradient)
 
+
+register(AlgorithmSpec(
+    name='imaml', summary='iMAML: implicit gradients by conjugate gradient (Rajeswaran et al. 2019)',
+    settings=('inner_lr', 'inner_steps', 'inner_optimizer', 'imaml_lambda', 'cg_steps'),
+    defaults={'inner_lr': 0.01, 'inner_steps': 5, 'inner_optimizer': 'sgd',
+              'imaml_lambda': 1.0, 'cg_steps': 5},
+    build=lambda s, model, loss_fn, opt: imaml(
+        model, loss_fn, inner_optimizer=opt(s['inner_lr']), inner_steps=s['inner_steps'],
+        lam=s['imaml_lambda'], cg_steps=s['cg_steps'])))

@@ -9,9 +9,9 @@ episodically end to end: the meta-gradient flows through g and f.
 Classification (Qiao et al. 2018; Gidaris & Komodakis 2018): the weight of
 class c is a learned linear map of the class's mean support embedding,
 w_c = A m_c + a (A initialised to the identity), and the head scores a query
-by `--predictor_head`: cosine similarity times a learned scale (default, as in
-Gidaris & Komodakis), dot product, or negative squared Euclidean distance
-(with A = I, a = 0 that is exactly a Prototypical Network).
+by `head`: cosine similarity times a learned scale (default, as in Gidaris &
+Komodakis), dot product, or negative squared Euclidean distance (with A = I,
+a = 0 that is exactly a Prototypical Network).
 
 Regression (sinusoid): the head (w, b) of the last layer is a learned linear
 map of the support statistics mean_i [f(x_i) y_i, f(x_i), y_i].
@@ -26,48 +26,48 @@ References:
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
 from metajax import inner
-from metajax.config import PREDICTOR_HEADS as HEADS
-from metajax.algorithms.protonet import class_means
-from metajax.learner import MetaLearner
+from metajax.algorithms import common
+from metajax.algorithms.registry import AlgorithmSpec, register
+from metajax.learner import Adapted, MetaLearner
 from metajax.types import Array, LossFn, Params, PRNGKey, Split, Task
 
+HEADS = ('cosine', 'dot', 'euclidean')
 
 
 def head_logits(kind: str, weights: Array, scale: Array, features: Array) -> Array:
   """[Q, S] scores of `features` [Q, d] against class weights [S, d]."""
   if kind == 'cosine':
-    normalise = lambda v: v * jax.lax.rsqrt(jnp.sum(v * v, -1, keepdims=True) + 1e-12)
-    return scale * normalise(features) @ normalise(weights).T
+    return common.cosine_logits(features, weights.T, scale)
   if kind == 'dot':
     return features @ weights.T
   if kind == 'euclidean':
-    return -(jnp.sum(features ** 2, -1, keepdims=True) - 2 * features @ weights.T
-             + jnp.sum(weights ** 2, -1))
-  raise ValueError(f'--predictor_head={kind!r}: choose one of {", ".join(HEADS)}')
+    return common.squared_distance_logits(features, weights)
+  raise ValueError(f'head={kind!r}: choose one of {", ".join(HEADS)}')
 
 
-def predictor(model: nn.Module, loss_fn: LossFn, *, inner_lr: float = 0.01,
-              inner_steps: int = 0, inner_optimizer: str = 'sgd', remat: bool = False,
-              predictor_head: str = 'cosine') -> MetaLearner:
+def predictor(model: nn.Module, loss_fn: LossFn, *,
+              inner_optimizer: optax.GradientTransformation = optax.sgd(0.01),
+              inner_steps: int = 0, remat: bool = False, head: str = 'cosine') -> MetaLearner:
   """A learner that predicts the task's head from the support set.
 
   Args:
     model: a metajax model with `embed` (the feature extractor f).
     loss_fn: the task loss; integer labels make a classification task
       (N-way heads predicted per class), float targets a regression task.
-    inner_lr, inner_steps, inner_optimizer, remat: the optional refinement of
-      the predicted head by differentiable inner steps on the support loss
+    inner_optimizer, inner_steps, remat: the optional refinement of the
+      predicted head by differentiable inner steps on the support loss
       (`inner_steps=0`: none, purely model-based).
-    predictor_head: 'cosine', 'dot' or 'euclidean' (classification).
+    head: 'cosine', 'dot' or 'euclidean' (classification).
 
   Returns:
-    A `MetaLearner`; theta = {'model': f's variables, 'predictor': g's}.
+    A `MetaLearner`; theta = {'model': f's variables, 'predictor': g's};
+    phi = {'head': the task's head, 'counts': support examples per class}.
   """
-  if predictor_head not in HEADS:
-    raise ValueError(f'--predictor_head={predictor_head!r}: choose one of {", ".join(HEADS)}')
-  optimizer = inner.inner_optimizer(inner_optimizer, inner_lr)
+  if head not in HEADS:
+    raise ValueError(f'head={head!r}: choose one of {", ".join(HEADS)}')
 
   def embed(theta, x):
     return model.apply(theta['model'], x, method='embed')
@@ -86,42 +86,43 @@ def predictor(model: nn.Module, loss_fn: LossFn, *, inner_lr: float = 0.01,
   def predicted_head(theta, support: Split, features: Array):
     g = theta['predictor']
     if jnp.issubdtype(support.y.dtype, jnp.integer):
-      means, counts = class_means(features, support.y)
+      means, counts = common.class_means(features, support.y)
       return {'w': means @ g['kernel'] + g['bias']}, counts
     y = support.y.reshape(features.shape[0], -1)[:, :1]
     stats = jnp.mean(jnp.concatenate([features * y, features, y], -1), 0)
-    head = stats @ g['kernel'] + g['bias']
-    return {'w': head[:-1], 'b': head[-1]}, None
+    weights = stats @ g['kernel'] + g['bias']
+    return {'w': weights[:-1], 'b': weights[-1]}, None
 
-  def outputs(theta, head, counts, features):
+  def outputs(theta, task_head, counts, features):
     if counts is None:  # regression
-      return (features @ head['w'] + head['b'])[:, None]
-    logits = head_logits(predictor_head, head['w'], theta['predictor'].get('scale'),
-                         features)
-    return jnp.where(counts > 0, logits, -1e9)
+      return (features @ task_head['w'] + task_head['b'])[:, None]
+    logits = head_logits(head, task_head['w'], theta['predictor'].get('scale'), features)
+    return common.mask_absent(logits, counts)
 
-  def adapt(theta, support: Split, rng, num_steps=None, return_losses=False):
+  def adapt(theta, support: Split, rng, num_steps=None) -> Adapted:
     """The task's head: predicted, then refined by the inner steps."""
     del rng
     steps = inner_steps if num_steps is None else num_steps
     features = embed(theta, support.x)
-    head, counts = predicted_head(theta, support, features)
+    task_head, counts = predicted_head(theta, support, features)
     result = inner.inner_loop(
-        lambda h: loss_fn(outputs(theta, h, counts, features), support.y), head,
-        optimizer, steps, remat=remat)
-    adapted = {'head': result.params, 'counts': counts}
-    return (adapted, result.losses) if return_losses else adapted
+        lambda h: loss_fn(outputs(theta, h, counts, features), support.y), task_head,
+        inner_optimizer, steps, remat=remat)
+    return Adapted({'head': result.params, 'counts': counts}, result.losses)
 
-  def predict(theta, support, query_x, rng, num_steps=None):
-    adapted = adapt(theta, support, rng, num_steps)
-    return outputs(theta, adapted['head'], adapted['counts'], embed(theta, query_x))
+  def apply(theta, phi, x):
+    return outputs(theta, phi['head'], phi['counts'], embed(theta, x))
 
-  def outer_loss(theta, task: Task, rng):
-    adapted, _ = adapt(theta, task.support, rng, return_losses=True)
-    predictions = outputs(theta, adapted['head'], adapted['counts'],
-                          embed(theta, task.query.x))
-    loss = loss_fn(predictions, task.query.y)
-    return loss, {'query_loss': loss}
+  return common.query_loss_learner('predictor', model, loss_fn, adapt, init=init,
+                                   apply=apply)._replace(any_ways=True)
 
-  return MetaLearner(name='predictor', init=init, adapt=adapt, predict=predict,
-                     outer_loss=outer_loss, any_ways=True)
+
+register(AlgorithmSpec(
+    name='predictor', summary='a network predicts the head from the support set (Qiao et al. 2018)',
+    settings=('inner_lr', 'inner_steps', 'inner_optimizer', 'remat', 'predictor_head'),
+    defaults={'inner_lr': 0.01, 'inner_steps': 0, 'inner_optimizer': 'sgd', 'remat': False,
+              'predictor_head': 'cosine'},
+    choices={'predictor_head': HEADS}, any_ways=True,
+    build=lambda s, model, loss_fn, opt: predictor(
+        model, loss_fn, inner_optimizer=opt(s['inner_lr']), inner_steps=s['inner_steps'],
+        remat=s['remat'], head=s['predictor_head'])))

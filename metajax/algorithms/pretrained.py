@@ -9,42 +9,45 @@ References:
   Deep Networks", ICML 2017, section 5.1 ("pretrained" in figure 2).
 """
 
-import functools
-
 import flax.linen as nn
+import optax
 
-from metajax import inner
-from metajax.algorithms.maml import full_adapt, predict_after
-from metajax.learner import MetaLearner, concat_splits, init_model, split_loss
+from metajax.algorithms import common
+from metajax.algorithms.registry import AlgorithmSpec, register
+from metajax.learner import MetaLearner
 from metajax.types import LossFn, Params, PRNGKey, Task
 
 
-def pretrained(model: nn.Module, loss_fn: LossFn, *, inner_lr: float = 0.01,
-               inner_steps: int = 1, inner_optimizer: str = 'sgd',
-               remat: bool = False) -> MetaLearner:
+def pretrained(model: nn.Module, loss_fn: LossFn, *,
+               inner_optimizer: optax.GradientTransformation = optax.sgd(0.01),
+               inner_steps: int = 1) -> MetaLearner:
   """Joint training on all tasks' samples, fine-tuning at test time.
 
   Args:
     model: a flax module.
     loss_fn: `(predictions, targets) -> scalar`.
-    inner_lr: fine-tuning step size at test time.
+    inner_optimizer: the fine-tuning optimizer at test time.
     inner_steps: fine-tuning steps at test time.
-    inner_optimizer: fine-tuning optimizer.
-    remat: unused; accepted so that every learner takes the same arguments.
 
   Returns:
     A `MetaLearner` whose outer loss is the plain loss on support and query.
   """
-  del remat
-  optimizer = inner.inner_optimizer(inner_optimizer, inner_lr)
-  adapt = full_adapt(model, loss_fn, optimizer, inner_steps)
 
   def outer_loss(theta: Params, task: Task, rng: PRNGKey):
     del rng
-    loss = split_loss(model, loss_fn, theta['model'],
-                      concat_splits(task.support, task.query))
+    loss = common.split_loss(model, loss_fn, theta['model'],
+                             common.concat_splits(task.support, task.query))
     return loss, {'query_loss': loss, 'support_loss_before': loss}
 
   return MetaLearner(name='pretrained',
-                     init=functools.partial(init_model, model), adapt=adapt,
-                     predict=predict_after(model, adapt), outer_loss=outer_loss)
+                     init=lambda rng, task: common.init_model(model, rng, task),
+                     adapt=common.full_adapt(model, loss_fn, inner_optimizer, inner_steps),
+                     apply=common.apply_model(model), outer_loss=outer_loss)
+
+
+register(AlgorithmSpec(
+    name='pretrained', summary='joint training on all tasks, fine-tuned at test time (MAML paper)',
+    settings=('inner_lr', 'inner_steps', 'inner_optimizer'),
+    defaults={'inner_lr': 0.01, 'inner_steps': 1, 'inner_optimizer': 'sgd'},
+    build=lambda s, model, loss_fn, opt: pretrained(
+        model, loss_fn, inner_optimizer=opt(s['inner_lr']), inner_steps=s['inner_steps'])))

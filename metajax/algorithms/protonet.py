@@ -10,18 +10,12 @@ References:
 """
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
-from metajax.learner import MetaLearner
+from metajax.algorithms import common
+from metajax.algorithms.registry import AlgorithmSpec, register
+from metajax.learner import Adapted, MetaLearner
 from metajax.types import Array, LossFn, Params, PRNGKey, Split, Task
-
-
-def class_means(features: Array, labels: Array) -> tuple[Array, Array]:
-  """([S, d] mean feature of classes 0..S-1, [S] counts), S = support size."""
-  one_hot = jax.nn.one_hot(labels, features.shape[0], dtype=features.dtype)
-  counts = one_hot.sum(0)
-  return one_hot.T @ features / jnp.maximum(counts, 1)[:, None], counts
 
 
 def prototype_logits(support_features: Array, support_labels: Array,
@@ -33,45 +27,56 @@ def prototype_logits(support_features: Array, support_labels: Array,
   logit of -1e9, so the softmax and argmax ignore them. Columns 0..N-1 are the
   logits of an N-way task.
   """
-  prototypes, counts = class_means(support_features, support_labels)
-  sq = (jnp.sum(query_features ** 2, -1, keepdims=True)
-        - 2 * query_features @ prototypes.T + jnp.sum(prototypes ** 2, -1))
-  return jnp.where(counts > 0, -sq, -1e9)
+  prototypes, counts = common.class_means(support_features, support_labels)
+  return common.mask_absent(common.squared_distance_logits(query_features, prototypes), counts)
 
 
-def protonet(model: nn.Module, loss_fn: LossFn, **unused) -> MetaLearner:
+def protonet(model: nn.Module, loss_fn: LossFn) -> MetaLearner:
   """Prototypical Networks on the features `model.embed(x)`.
 
   Args:
     model: a metajax model (its `embed` is the feature extractor; the head
       is not used).
     loss_fn: `(logits, labels) -> scalar`, softmax cross-entropy.
-    **unused: inner-loop settings, which a ProtoNet does not have.
 
   Returns:
-    A `MetaLearner` with no inner loop (`adapts=False`).
+    A `MetaLearner` with no inner loop (`adapts=False`): `adapt` computes the
+    prototypes, phi = {'prototypes': [S, d], 'counts': [S]}.
   """
-  del unused
+
+  def embed(theta, x):
+    return model.apply(theta['model'], x, method='embed')
 
   def init(rng: PRNGKey, example_task: Task) -> Params:
     return {'model': model.init(rng, example_task.support.x, method='embed')}
 
-  def logits(theta, support: Split, query_x):
-    embed = lambda x: model.apply(theta['model'], x, method='embed')
-    return prototype_logits(embed(support.x), support.y, embed(query_x))
+  def prototypes(features, labels):
+    means, counts = common.class_means(features, labels)
+    return {'prototypes': means, 'counts': counts}
 
-  def adapt(theta, support, rng, num_steps=None):
-    del support, rng, num_steps
-    return theta['model']
+  def logits(phi, features):
+    return common.mask_absent(common.squared_distance_logits(features, phi['prototypes']),
+                              phi['counts'])
 
-  def predict(theta, support, query_x, rng, num_steps=None):
+  def adapt(theta, support: Split, rng, num_steps=None) -> Adapted:
     del rng, num_steps
-    return logits(theta, support, query_x)
+    features = embed(theta, support.x)
+    phi = prototypes(features, support.y)
+    return Adapted(phi, loss_fn(logits(phi, features), support.y)[None])
+
+  def apply(theta, phi, x):
+    return logits(phi, embed(theta, x))
 
   def outer_loss(theta, task: Task, rng):
-    del rng
-    loss = loss_fn(logits(theta, task.support, task.query.x), task.query.y)
-    return loss, {'query_loss': loss}
+    adapted = adapt(theta, task.support, rng)
+    loss = loss_fn(apply(theta, adapted.params, task.query.x), task.query.y)
+    return loss, {'query_loss': loss, 'support_loss_before': adapted.support_losses[0]}
 
-  return MetaLearner(name='protonet', init=init, adapt=adapt, predict=predict,
+  return MetaLearner(name='protonet', init=init, adapt=adapt, apply=apply,
                      outer_loss=outer_loss, adapts=False, any_ways=True)
+
+
+register(AlgorithmSpec(
+    name='protonet', summary='Prototypical Networks (Snell et al. 2017)',
+    build=lambda s, model, loss_fn, opt: protonet(model, loss_fn),
+    tasks=('classification',), any_ways=True))

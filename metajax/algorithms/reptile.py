@@ -9,46 +9,50 @@ References:
   arXiv:1803.02999, 2018.
 """
 
-import functools
-
 import flax.linen as nn
 import jax
+import optax
 
-from metajax import inner
-from metajax.algorithms.maml import full_adapt, predict_after
-from metajax.learner import MetaLearner, init_model, split_loss
+from metajax.algorithms import common
+from metajax.algorithms.registry import AlgorithmSpec, register
+from metajax.learner import MetaLearner
 from metajax.types import LossFn, Params, PRNGKey, Task
 
 
-def reptile(model: nn.Module, loss_fn: LossFn, *, inner_lr: float = 0.01,
-            inner_steps: int = 5, inner_optimizer: str = 'sgd',
-            remat: bool = False) -> MetaLearner:
+def reptile(model: nn.Module, loss_fn: LossFn, *,
+            inner_optimizer: optax.GradientTransformation = optax.sgd(0.01),
+            inner_steps: int = 5) -> MetaLearner:
   """Reptile with `inner_steps` steps of `inner_optimizer` on the support set.
 
   Args:
     model: a flax module.
     loss_fn: `(predictions, targets) -> scalar`.
-    inner_lr: inner step size.
+    inner_optimizer: any optax transformation (nothing is differentiated
+      through the loop).
     inner_steps: inner steps per task (Reptile needs more than one).
-    inner_optimizer: 'sgd', 'momentum' or 'adam'.
-    remat: unused by the update (nothing is differentiated through the
-      loop); accepted so that every learner takes the same arguments.
 
   Returns:
     A `MetaLearner` whose `meta_gradient` is theta - phi.
   """
-  del remat
-  optimizer = inner.inner_optimizer(inner_optimizer, inner_lr)
-  adapt = full_adapt(model, loss_fn, optimizer, inner_steps)
+  adapt = common.full_adapt(model, loss_fn, inner_optimizer, inner_steps)
+  apply = common.apply_model(model)
 
   def meta_gradient(theta: Params, task: Task, rng: PRNGKey):
     theta = jax.lax.stop_gradient(theta)
-    phi, losses = adapt(theta, task.support, rng, return_losses=True)
-    direction = {'model': jax.tree.map(lambda t, p: t - p, theta['model'], phi)}
-    query_loss = split_loss(model, loss_fn, phi, task.query)
+    adapted = adapt(theta, task.support, rng)
+    direction = {'model': jax.tree.map(lambda t, p: t - p, theta['model'], adapted.params)}
+    query_loss = loss_fn(apply(theta, adapted.params, task.query.x), task.query.y)
     return direction, {'query_loss': query_loss,
-                       'support_loss_before': losses[0]}
+                       'support_loss_before': adapted.support_losses[0]}
 
-  return MetaLearner(name='reptile', init=functools.partial(init_model, model),
-                     adapt=adapt, predict=predict_after(model, adapt),
-                     meta_gradient=meta_gradient)
+  return MetaLearner(name='reptile', init=lambda rng, task: common.init_model(model, rng, task),
+                     adapt=adapt, apply=apply, meta_gradient=meta_gradient)
+
+
+register(AlgorithmSpec(
+    name='reptile', summary='Reptile: theta moves towards the adapted weights (Nichol et al. 2018)',
+    settings=('inner_lr', 'inner_steps', 'inner_optimizer'),
+    # The paper's sinusoid setting: 5 inner steps of SGD at 0.02 (batch 10).
+    defaults={'inner_lr': 0.02, 'inner_steps': 5, 'inner_optimizer': 'sgd'},
+    build=lambda s, model, loss_fn, opt: reptile(
+        model, loss_fn, inner_optimizer=opt(s['inner_lr']), inner_steps=s['inner_steps'])))

@@ -10,7 +10,7 @@ same episodes as an uninterrupted one.
 
 import queue
 import threading
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
@@ -34,9 +34,9 @@ class EpisodeSampler:
                query: int, seed: int, name: str = 'train', transform=None):
     drawings = images.shape[1]
     if ways > len(classes):
-      raise ValueError(f'--ways={ways}: the {name} split has only {len(classes)} classes')
+      raise ValueError(f'ways={ways}: the {name} split has only {len(classes)} classes')
     if shots + query > drawings:
-      raise ValueError(f'--shots={shots} plus --query={query} is {shots + query} images '
+      raise ValueError(f'shots={shots} plus query={query} is {shots + query} images '
                        f'per class, but each class has only {drawings}')
     self.images, self.classes = images, np.asarray(classes)
     self.ways, self.shots, self.query, self.seed = ways, shots, query, seed
@@ -90,13 +90,52 @@ class EpisodeSampler:
                   for i in range(num_tasks)])
 
 
+class EpisodeSource:
+  """Episodes of a class-based image dataset: training batches and held-out tasks.
+
+  Args:
+    train: the sampler of training episodes (and supervised batches).
+    held_out: {'val': sampler, 'test': sampler} of held-out episodes.
+    batch_size: tasks per meta-batch, or images per supervised batch.
+    eval_images: images per evaluation chunk (bounds the memory of a chunk).
+  """
+
+  def __init__(self, train: EpisodeSampler, held_out: dict[str, EpisodeSampler],
+               batch_size: int, eval_images: int):
+    self.train, self.held_out = train, held_out
+    self.batch_size, self.eval_images = batch_size, eval_images
+
+  @property
+  def num_train_classes(self) -> int:
+    return len(self.train.classes)
+
+  def train_batch(self, step: int, share: Optional[tuple[int, int]] = None) -> Task:
+    """Meta-batch `step`, or its tasks `share` = (first, count) (multi-process)."""
+    first, count = share if share is not None else (0, self.batch_size)
+    return self.train.batch(step, count, first)
+
+  def batches(self, start: int, stop: int, share=None) -> Iterator[Task]:
+    return prefetch(lambda step: self.train_batch(step, share), start, stop)
+
+  def supervised_batches(self, start: int, stop: int) -> Iterator[Split]:
+    """Supervised batches `start..stop-1` of `batch_size` images and their class indices."""
+    return prefetch(lambda step: Split(*self.train.labelled_batch(step, self.batch_size)),
+                    start, stop)
+
+  def eval_batches(self, split: str, num_tasks: int) -> Iterator[Task]:
+    """Chunks of about `eval_images` images (50 tasks of 5-way 1-shot, 15 queries)."""
+    sampler = self.held_out[split]
+    chunk = max(1, self.eval_images // (sampler.ways * (sampler.shots + sampler.query)))
+    for index, start in enumerate(range(0, num_tasks, chunk)):
+      yield sampler.batch(index, min(chunk, num_tasks - start))
+
+
 def stack(tasks: list[Task]) -> Task:
   return Task(*(Split(*(np.stack(leaves) for leaves in zip(*splits)))
                 for splits in zip(*tasks)))
 
 
-def prefetch(make: Callable[[int], Task], start: int, stop: int,
-             depth: int = 3) -> Iterator[Task]:
+def prefetch(make: Callable[[int], Any], start: int, stop: int, depth: int = 3) -> Iterator[Any]:
   """Yields make(start), ..., make(stop - 1), computed in a background thread."""
   buffer: queue.Queue = queue.Queue(maxsize=depth)
   done = threading.Event()

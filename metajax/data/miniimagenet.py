@@ -1,7 +1,7 @@
 """miniImageNet (Vinyals et al. 2016) with the Ravi & Larochelle class split.
 
 100 ImageNet classes of 600 images, 64 for meta-training, 16 for validation,
-20 for meta-testing, at 84x84 RGB. Two layouts are read from `--data_dir`
+20 for meta-testing, at 84x84 RGB. Two layouts are read from `data_dir`
 (default `$METAJAX_MINIIMAGENET_DIR`, else `~/.cache/metajax/miniimagenet`):
 
 - the split CSVs of Ravi & Larochelle, `train.csv`, `val.csv`, `test.csv`
@@ -33,6 +33,8 @@ import numpy as np
 from PIL import Image
 import tqdm
 
+from metajax.data import episodes, registry
+
 ENV_DATA_DIR = 'METAJAX_MINIIMAGENET_DIR'
 SUBSETS = ('train', 'val', 'test')
 SIZE = 84
@@ -54,7 +56,7 @@ def detect_format(data_dir: str) -> str:
       and os.path.isdir(os.path.join(data_dir, 'images'))):
     return 'csv'
   raise FileNotFoundError(
-      f'miniImageNet is not in --data_dir={data_dir}: put there either train.csv, '
+      f'miniImageNet is not in data_dir={data_dir}: put there either train.csv, '
       'val.csv, test.csv and the folder images/ (Ravi & Larochelle), or '
       'mini-imagenet-cache-train.pkl, -val.pkl and -test.pkl (see the README).')
 
@@ -161,3 +163,33 @@ def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     crop = padded[i, dy[i]:dy[i] + shape[-3], dx[i]:dx[i] + shape[-2]]
     out[i] = crop[:, ::-1] if flips[i] else crop
   return normalize(out.reshape(shape), rng)
+
+
+def prepare_images(images) -> np.ndarray:
+  """Raw RGB images [n, 84, 84, 3] (uint8 0..255 or float 0..1) -> normalised float32."""
+  images = np.asarray(images)
+  x = images.astype(np.float32) / (255.0 if np.issubdtype(images.dtype, np.integer) else 1.0)
+  if x.shape[1:] != (SIZE, SIZE, 3):
+    raise ValueError(f'images must be [n, {SIZE}, {SIZE}, 3], got shape {x.shape}')
+  return normalize(x, None)
+
+
+def make_source(config, show_progress: bool = True) -> episodes.EpisodeSource:
+  """Episodes of the Ravi & Larochelle split; `config.augment` augments training episodes."""
+
+  def sampler(subset, ways, query, seed, transform):
+    _, images = load(subset, config.data_dir, show_progress=show_progress)
+    classes = np.stack([np.arange(len(images)), np.zeros(len(images), np.int64)], -1)
+    return episodes.EpisodeSampler(images, classes, ways, config.shots, query, seed,
+                                   name=f'miniimagenet {subset}', transform=transform)
+
+  held_out = {split: sampler(split, config.num_ways, config.num_eval_query, seed, normalize)
+              for split, seed in registry.EVAL_SEEDS.items()}
+  train = sampler('train', config.num_train_ways, config.num_query, config.seed,
+                  augment if config.augment else normalize)
+  return episodes.EpisodeSource(train, held_out, config.meta_batch_size, eval_images=1600)
+
+
+SPEC = registry.register(registry.DatasetSpec(
+    name='miniimagenet', task='classification', input_shape=(SIZE, SIZE, 3),
+    make_source=make_source, channels=32, prepare=prepare_images))

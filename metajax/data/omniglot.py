@@ -20,8 +20,6 @@ import io
 import json
 import os
 import tempfile
-import urllib.error
-import urllib.request
 import zipfile
 from typing import NamedTuple, Optional
 
@@ -29,12 +27,10 @@ import numpy as np
 from PIL import Image
 import tqdm
 
-SETS = ('background', 'evaluation')
-ARCHIVES = tuple(f'images_{s}.zip' for s in SETS)
-URL = 'https://github.com/brendenlake/omniglot/raw/master/python/'
-ENV_DATA_DIR = 'METAJAX_OMNIGLOT_DIR'
+from metajax.data import episodes, registry, splits
+from metajax.data.omniglot_download import ARCHIVES, ENV_DATA_DIR, ENV_URL, SETS, URL, download  # pylint: disable=unused-import
+
 ENV_CACHE_DIR = 'METAJAX_CACHE_DIR'
-ENV_URL = 'METAJAX_OMNIGLOT_URL'
 IMAGES_PER_CHARACTER = 20
 CACHE_VERSION = 1
 
@@ -70,50 +66,6 @@ def _source(data_dir: str, image_set: str) -> Optional[str]:
   if os.path.isdir(folder):
     return folder
   return None
-
-
-def download(data_dir: str, url: Optional[str] = None, show_progress: bool = True) -> None:
-  """Downloads the missing official zips into `data_dir`, with a progress bar.
-
-  Raises:
-    FileNotFoundError: the files could not be fetched (offline, say); the
-      message names the files and the folder to put them in.
-  """
-  url = url or os.environ.get(ENV_URL, URL)
-  missing = [s for s in SETS if _source(data_dir, s) is None]
-  for image_set in missing:
-    name = f'images_{image_set}.zip'
-    try:
-      os.makedirs(data_dir, exist_ok=True)
-      with urllib.request.urlopen(url.rstrip('/') + '/' + name, timeout=30) as response:
-        total = int(response.headers.get('Content-Length') or 0) or None
-        fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=f'.{name}.')
-        with os.fdopen(fd, 'wb') as out, tqdm.tqdm(
-            total=total, unit='B', unit_scale=True, desc=name,
-            disable=not show_progress) as bar:
-          for chunk in iter(lambda: response.read(1 << 20), b''):
-            out.write(chunk)
-            bar.update(len(chunk))
-      _check_zip(tmp, name)
-      os.replace(tmp, os.path.join(data_dir, name))
-    except (urllib.error.URLError, OSError, ValueError) as e:
-      if 'tmp' in locals() and os.path.exists(tmp):
-        os.remove(tmp)
-      raise FileNotFoundError(
-          f'Omniglot is not in --data_dir={data_dir} and could not be downloaded '
-          f'from {url} ({e}). Put {" and ".join(ARCHIVES)} (the official release: '
-          f'{URL}), or the folders they extract to, in {data_dir}, or point '
-          f'--data_dir / ${ENV_DATA_DIR} at them.') from e
-
-
-def _check_zip(path: str, name: str) -> None:
-  try:
-    with zipfile.ZipFile(path) as z:
-      bad = z.testzip()
-  except zipfile.BadZipFile as e:
-    raise ValueError(f'{name} is not a valid zip archive ({e})') from e
-  if bad is not None:
-    raise ValueError(f'{name} is corrupt: {bad} fails its CRC check')
 
 
 def _fingerprint(paths: list[str]) -> str:
@@ -194,44 +146,6 @@ def preprocess(image: Image.Image, size: int = 28) -> np.ndarray:
   return strokes
 
 
-def load_tfds(data_dir: Optional[str] = None, size: int = 28,
-              show_progress: bool = True) -> Omniglot:
-  """All 1623 characters from tensorflow-datasets' `omniglot` (no TensorFlow needed).
-
-  Reads `tfds.data_source('omniglot', split=...)` from `data_dir` (tfds'
-  own folder; default `~/tensorflow_datasets`): split `train` is the
-  background set, `test` the evaluation set. Images are prepared exactly as
-  from the official zips; character names are `<set>/<Alphabet>/characterNN`,
-  as there, so the same class splits apply. tfds does not keep the file names,
-  so the drawings of a character come in tfds' record order.
-  """
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  try:
-    alphabets = tfds.builder('omniglot', data_dir=data_dir).info.features['alphabet'].names
-    characters, images = [], []
-    for image_set, split in (('background', 'train'), ('evaluation', 'test')):
-      source = tfds.data_source('omniglot', split=split, data_dir=data_dir, download=False)
-      drawings: dict[str, list[np.ndarray]] = {}
-      for i in tqdm.trange(len(source), desc=f'omniglot tfds {split}',
-                           disable=not show_progress, mininterval=2):
-        example = source[i]
-        name = (f'{image_set}/{alphabets[int(example["alphabet"])]}/'
-                f'character{int(example["alphabet_char_id"]) + 1:02d}')
-        drawings.setdefault(name, []).append(
-            preprocess(Image.fromarray(np.asarray(example['image'])), size))
-      for name in sorted(drawings):
-        if len(drawings[name]) != IMAGES_PER_CHARACTER:
-          raise ValueError(f'tfds omniglot {split}: {name} has {len(drawings[name])} '
-                           f'drawings, expected {IMAGES_PER_CHARACTER}')
-        characters.append(name)
-        images.append(np.stack(drawings[name]))
-  except (tfds.core.registered.DatasetNotFoundError, AssertionError, OSError) as e:
-    raise FileNotFoundError(
-        f'tensorflow-datasets has no prepared omniglot in --data_dir={data_dir} ({e}); '
-        'prepare it with tfds (`tfds build omniglot`) or use --data_source=files') from e
-  return Omniglot(np.stack(images), characters, 'tfds')
-
-
 def load(data_dir: Optional[str] = None, cache_dir: Optional[str] = None, size: int = 28,
          download_missing: bool = True, show_progress: bool = True) -> Omniglot:
   """All 1623 characters, from the cache if it matches the source files.
@@ -252,7 +166,7 @@ def load(data_dir: Optional[str] = None, cache_dir: Optional[str] = None, size: 
   if any(_source(data_dir, s) is None for s in SETS):
     if not download_missing:
       raise FileNotFoundError(
-          f'Omniglot is not in --data_dir={data_dir}: put {" and ".join(ARCHIVES)} '
+          f'Omniglot is not in data_dir={data_dir}: put {" and ".join(ARCHIVES)} '
           f'(from {URL}), or the folders they extract to, there.')
     download(data_dir, show_progress=show_progress)
   sources = [_source(data_dir, s) for s in SETS]
@@ -294,3 +208,61 @@ def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   dy, dx = rng.integers(0, 5, size=(2, len(x)))
   out = np.stack([p[a:a + shape[-3], b:b + shape[-2]] for p, a, b in zip(padded, dy, dx)])
   return out.reshape(shape)
+
+
+def prepare_images(images, size: int = 28) -> np.ndarray:
+  """Raw drawings -> float32 [n, size, size, 1], strokes = 1, as in training.
+
+  Any size, grayscale ([n, H, W] or [n, H, W, 1]) or RGB, bool, uint8
+  (0..255) or float (0..1); drawings dark on light (as in the official
+  release) are inverted.
+  """
+  images = np.asarray(images)
+  if images.ndim == 4:
+    images = images.mean(-1) if images.shape[-1] in (3, 4) else images[..., 0]
+  if images.ndim != 3:
+    raise ValueError(f'images must be [n, H, W] or [n, H, W, C], got shape {images.shape}')
+  grey = images.astype(np.float32)
+  if np.issubdtype(images.dtype, np.integer) or (images.dtype != bool and grey.max() > 1.0):
+    grey = grey / 255.0
+  out = np.empty((len(grey), size, size, 1), np.float32)
+  for i, image in enumerate(grey):
+    if image.mean() < 0.5:  # bright strokes on a dark ground: make it paper-white
+      image = 1.0 - image
+    paper = Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8))
+    out[i, ..., 0] = preprocess(paper, size).astype(np.float32) / 255.0
+  return out
+
+
+def make_source(config, show_progress: bool = True) -> episodes.EpisodeSource:
+  """Episodes of `config.split`'s classes, from the files or from tfds."""
+  if config.data_source == 'tfds':
+    from metajax.data.omniglot_tfds import load_tfds  # pylint: disable=g-import-not-at-top
+    data = load_tfds(config.data_dir, show_progress=show_progress)
+  else:
+    data = load(config.data_dir, show_progress=show_progress)
+  rotations = config.split == 'vinyals' if config.rotations is None else config.rotations
+
+  def sampler(subset, ways, query, seed):
+    return episodes.EpisodeSampler(
+        data.images, splits.classes(data.characters, config.split, subset, rotations),
+        ways, config.shots, query, seed, name=f'{config.split} {subset}',
+        transform=augment if config.augment and subset == 'train' else None)
+
+  held_out = {split: sampler(split, config.num_ways, config.num_eval_query, seed)
+              for split, seed in registry.EVAL_SEEDS.items()}
+  return episodes.EpisodeSource(
+      sampler('train', config.num_train_ways, config.num_query, config.seed), held_out,
+      config.meta_batch_size, eval_images=4000)
+
+
+def _check(config) -> None:
+  if config.augment and config.algorithm != 'finetune':
+    raise ValueError(f'--augment={config.augment}: Omniglot augmentation (random shifts) is '
+                     'for --algorithm=finetune pre-training')
+
+
+SPEC = registry.register(registry.DatasetSpec(
+    name='omniglot', task='classification', input_shape=(28, 28, 1), make_source=make_source,
+    channels=64, sources=('files', 'tfds'), class_splits=('vinyals', 'lake'), check=_check,
+    prepare=prepare_images))

@@ -7,10 +7,13 @@ inputs x ~ U[-5, 5]. Each task has K support and Q query points.
 import dataclasses
 import functools
 import math
+from typing import Iterator, Optional
 
 import jax
 import jax.numpy as jnp
 
+from metajax.data import registry
+from metajax.losses import mse  # pylint: disable=unused-import (its loss, importable from here)
 from metajax.types import Array, PRNGKey, Split, Task
 
 
@@ -49,6 +52,58 @@ class SinusoidFamily:
                 Split(x[:, shots:], y[:, shots:]))
 
 
-def mse(predictions: Array, targets: Array) -> Array:
-  """Mean squared error."""
-  return jnp.mean(jnp.square(predictions - targets))
+class SinusoidSource:
+  """Sinusoid regression tasks with K support and Q query points.
+
+  Training batch `step` is a pure function of (seed, step); held-out tasks
+  come from the fixed `registry.EVAL_SEEDS`.
+  """
+  eval_chunk = 1000
+
+  def __init__(self, shots: int, query: int, eval_query: int, batch_size: int, seed: int):
+    self.family = SinusoidFamily()
+    self.shots, self.query, self.eval_query = shots, query, eval_query
+    self.batch_size = batch_size
+    self._key = jax.random.PRNGKey(seed)
+
+  def train_batch(self, step: int, share: Optional[tuple[int, int]] = None) -> Task:
+    """Meta-batch `step`, or its tasks `share` = (first, count) (multi-process).
+
+    Each process draws the whole batch (microseconds for sinusoids, one jitted
+    call) and keeps its share, so the shares are exactly one process's batch.
+    """
+    tasks = self._train_batch(self._key, step)
+    if share is not None:
+      tasks = jax.tree.map(lambda v: v[share[0]:share[0] + share[1]], tasks)
+    return tasks
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def _train_batch(self, key, step) -> Task:
+    key = jax.random.fold_in(key, step)
+    return self.family.sample(key, self.batch_size, self.shots, self.query)
+
+  def batches(self, start: int, stop: int, share=None) -> Iterator[Task]:
+    return (self.train_batch(step, share) for step in range(start, stop))
+
+  def eval_tasks(self, split: str, num_tasks: int) -> Task:
+    key = jax.random.PRNGKey(registry.EVAL_SEEDS[split])
+    return self.family.sample(key, num_tasks, self.shots, self.eval_query)
+
+  def eval_batches(self, split: str, num_tasks: int) -> Iterator[Task]:
+    tasks = self.eval_tasks(split, num_tasks)
+    for start in range(0, num_tasks, self.eval_chunk):
+      yield jax.tree.map(lambda v: v[start:start + self.eval_chunk], tasks)
+
+
+def _check(config) -> None:
+  if config.ways not in (None, 1):
+    raise ValueError(f'--ways={config.ways}: sinusoid regression has no classes; '
+                     'leave --ways unset')
+
+
+SPEC = registry.register(registry.DatasetSpec(
+    name='sinusoid', task='regression', input_shape=(1,), ways=1, query=None, eval_query=100,
+    models=('mlp',), check=_check,
+    make_source=lambda config, show_progress: SinusoidSource(
+        config.shots, config.num_query, config.num_eval_query, config.meta_batch_size,
+        config.seed)))

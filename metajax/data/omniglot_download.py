@@ -1,0 +1,66 @@
+"""Downloading the official Omniglot release (two zips) into a folder, checked."""
+
+import os
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from typing import Optional
+
+import tqdm
+
+SETS = ('background', 'evaluation')
+ARCHIVES = tuple(f'images_{s}.zip' for s in SETS)
+URL = 'https://github.com/brendenlake/omniglot/raw/master/python/'
+ENV_DATA_DIR = 'METAJAX_OMNIGLOT_DIR'
+ENV_URL = 'METAJAX_OMNIGLOT_URL'
+
+
+def missing_sets(data_dir: str) -> list[str]:
+  """The sets of which neither the zip nor the extracted folder is in `data_dir`."""
+  return [s for s in SETS if not (os.path.isfile(os.path.join(data_dir, f'images_{s}.zip'))
+                                  or os.path.isdir(os.path.join(data_dir, f'images_{s}')))]
+
+
+def download(data_dir: str, url: Optional[str] = None, show_progress: bool = True) -> None:
+  """Downloads the missing official zips into `data_dir`, with a progress bar.
+
+  Raises:
+    FileNotFoundError: the files could not be fetched (offline, say); the
+      message names the files and the folder to put them in.
+  """
+  url = url or os.environ.get(ENV_URL, URL)
+  missing = missing_sets(data_dir)
+  for image_set in missing:
+    name = f'images_{image_set}.zip'
+    try:
+      os.makedirs(data_dir, exist_ok=True)
+      with urllib.request.urlopen(url.rstrip('/') + '/' + name, timeout=30) as response:
+        total = int(response.headers.get('Content-Length') or 0) or None
+        fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=f'.{name}.')
+        with os.fdopen(fd, 'wb') as out, tqdm.tqdm(
+            total=total, unit='B', unit_scale=True, desc=name,
+            disable=not show_progress) as bar:
+          for chunk in iter(lambda: response.read(1 << 20), b''):
+            out.write(chunk)
+            bar.update(len(chunk))
+      _check_zip(tmp, name)
+      os.replace(tmp, os.path.join(data_dir, name))
+    except (urllib.error.URLError, OSError, ValueError) as e:
+      if 'tmp' in locals() and os.path.exists(tmp):
+        os.remove(tmp)
+      raise FileNotFoundError(
+          f'Omniglot is not in data_dir={data_dir} and could not be downloaded '
+          f'from {url} ({e}). Put {" and ".join(ARCHIVES)} (the official release: '
+          f'{URL}), or the folders they extract to, in {data_dir}, or point '
+          f'data_dir / ${ENV_DATA_DIR} at them.') from e
+
+
+def _check_zip(path: str, name: str) -> None:
+  try:
+    with zipfile.ZipFile(path) as z:
+      bad = z.testzip()
+  except zipfile.BadZipFile as e:
+    raise ValueError(f'{name} is not a valid zip archive ({e})') from e
+  if bad is not None:
+    raise ValueError(f'{name} is corrupt: {bad} fails its CRC check')

@@ -1,0 +1,91 @@
+"""The registry of datasets: each data module registers one `DatasetSpec`.
+
+A spec holds every fact about a dataset that the rest of metajax needs: the
+input shape, whether its tasks are regression or classification (and so the
+loss and metric), its default ways and query sizes, the models that fit it,
+its data sources and class splits, and how a config makes its task source.
+Adding a dataset is one module that registers its spec.
+"""
+
+import dataclasses
+from typing import Any, Callable, Optional
+
+import jax.numpy as jnp
+import numpy as np
+
+from metajax import losses
+from metajax.types import LossFn, Split, Task
+
+# Held-out tasks come from these seeds, whatever the training seed, so runs and
+# algorithms are compared on the same tasks.
+EVAL_SEEDS = {'val': 1_000_001, 'test': 2_000_003}
+OBJECTIVES = {  # task kind -> (loss, metric, metric name); lower MSE, higher accuracy is better
+    'regression': (losses.mse, losses.mse, 'mse'),
+    'classification': (losses.cross_entropy, losses.accuracy, 'accuracy'),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  """One dataset, as config, builders and evaluation see it.
+
+  Attributes:
+    name: the registry name (`--dataset`).
+    task: 'regression' or 'classification'.
+    input_shape: shape of one input, e.g. (28, 28, 1); (1,) for sinusoid.
+    make_source: `(config, show_progress) -> source` (see `metajax.data`).
+    ways: default classes per task (1 for regression).
+    query: default query examples per class (None: the number of shots).
+    eval_query: default query examples per class in evaluation (None: = query).
+    models: the models that fit it, the default first.
+    channels: default Conv4 filters per block.
+    sources: choices of `data_source`, the default first.
+    class_splits: choices of `split` (class splits), the default first; () if fixed.
+    check: `(config) -> None`, raising ValueError naming a flag for a setting
+      the dataset cannot take.
+    prepare: raw user images -> model inputs, as the training data was prepared.
+  """
+  name: str
+  task: str
+  input_shape: tuple[int, ...]
+  make_source: Callable[[Any, bool], Any]
+  ways: int = 5
+  query: Optional[int] = 15
+  eval_query: Optional[int] = None
+  models: tuple[str, ...] = ('conv4', 'resnet12')
+  channels: int = 64
+  sources: tuple[str, ...] = ('files',)
+  class_splits: tuple[str, ...] = ()
+  check: Optional[Callable[[Any], None]] = None
+  prepare: Callable[[Any], np.ndarray] = lambda images: np.asarray(images, np.float32)
+
+  @property
+  def objective(self) -> tuple[LossFn, LossFn, str]:
+    """(loss_fn, metric_fn, metric name) of its tasks."""
+    return OBJECTIVES[self.task]
+
+  def example_task(self, ways: int, shots: int) -> Task:
+    """A task of the right shapes (zeros), to initialise or restore parameters."""
+    if self.task == 'regression':
+      x = jnp.zeros((shots,) + self.input_shape)
+      return Task(Split(x, x), Split(x, x))
+    n = ways * shots
+    x, y = jnp.zeros((n,) + self.input_shape), jnp.zeros((n,), jnp.int32)
+    return Task(Split(x, y), Split(x, y))
+
+
+DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register(spec: DatasetSpec) -> DatasetSpec:
+  """Adds `spec` to `DATASETS` (each data module calls it once)."""
+  if spec.name in DATASETS:
+    raise ValueError(f'name={spec.name!r}: a dataset of that name is registered already')
+  DATASETS[spec.name] = spec
+  return spec
+
+
+def get(name: str) -> DatasetSpec:
+  if name not in DATASETS:
+    raise ValueError(f'dataset={name!r}: choose one of {", ".join(DATASETS)}')
+  return DATASETS[name]

@@ -1,0 +1,154 @@
+"""The training loop: schedule, logging, validation, checkpoints, progress, final test.
+
+`train_and_evaluate(config, workdir)` builds the run (`metajax.run`), resumes
+it from its last checkpoint if `workdir` holds one, runs the jitted meta-step
+(`metajax.step`) to `--num_steps`, and writes what the run directory holds
+(`metajax.rundir`).
+"""
+
+import dataclasses
+import os
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import tqdm
+
+from metajax import parallel, rundir
+from metajax.checkpoint import Checkpointer
+from metajax.config import Config
+from metajax.run import Run, build_run
+from metajax.step import TrainState, raise_if_nonfinite, step_key
+from metajax.writers import MetricWriter
+
+
+@dataclasses.dataclass
+class RunResult:
+  run: Run
+  workdir: str
+  state: TrainState    # the evaluated state: best on validation if --eval_every, else last
+  records: list[dict]  # held-out evaluation, one record per inner-step count
+
+  @property
+  def config(self) -> Config:
+    return self.run.config
+
+  @property
+  def learner(self):
+    return self.run.learner
+
+
+def _check_finite(state: TrainState, checkpointer: Checkpointer) -> None:
+  last = checkpointer.latest_step()
+  raise_if_nonfinite(state, f'the last good checkpoint, step {last}, is intact in '
+                     f'{checkpointer.directory}' if last is not None
+                     else 'no checkpoint had been saved yet', 'Lower --inner_lr or --meta_lr.')
+
+
+def _local(tree):
+  """Meta-parameters as this process's own arrays (for evaluation)."""
+  return parallel.local_copy(tree) if jax.process_count() > 1 else tree
+
+
+def _restore(run: Run, workdir: str, state: TrainState, checkpointer: Checkpointer):
+  if checkpointer.latest_step() is None:
+    return state
+  try:
+    state = checkpointer.restore(state)
+  except Exception as e:  # orbax raises several types for a mismatched tree
+    raise rundir.ConfigMismatchError(
+        f'the checkpoint in {checkpointer.directory} does not fit this '
+        f'config ({type(e).__name__}: {str(e)[:300]})') from e
+  logging.info('Resumed %s from step %d', workdir, int(state.step))
+  return state
+
+
+def train_and_evaluate(config: Config, workdir: str, show_progress: bool = True) -> RunResult:
+  """Meta-trains `config` in `workdir` (resuming it if it has checkpoints).
+
+  Writes `config.json`, `flags.txt`, `metrics.jsonl`, TensorBoard events,
+  checkpoints and `eval.json` (held-out evaluation) to `workdir`.
+
+  Raises:
+    ValueError: a bad setting (naming its flag); nothing is written.
+    rundir.ConfigMismatchError: `workdir` holds a run with other settings.
+    step.NonFiniteMetaGradientError: a meta-gradient was not finite.
+  """
+  config.validate()
+  parallel.initialize(config.coordinator_address, config.num_processes, config.process_id)
+  primary = jax.process_index() == 0  # the one process that writes files and logs
+  run = build_run(config, show_progress=show_progress and primary)
+  config = run.config
+  rundir.check_workdir(config, workdir)
+  multiprocess = jax.process_count() > 1
+  share = parallel.process_share(config.meta_batch_size) if multiprocess else None
+  batches = run.train_batches  # refuses a supervised run over several processes below
+
+  os.makedirs(workdir, exist_ok=True)
+  if primary:
+    rundir.write_config(config, workdir)
+  state = run.init_state()
+  mesh = None
+  if jax.device_count() > 1 or config.mesh_shape:
+    mesh = parallel.make_mesh(config.mesh_shape)
+    parallel.check_meta_batch(mesh, config.meta_batch_size)
+    state = parallel.replicate(mesh, state)  # restored below in the same sharding
+  checkpointer = Checkpointer(workdir, config.max_checkpoints)
+  state = _restore(run, workdir, state, checkpointer)
+  start = int(state.step)
+  writer = MetricWriter(workdir, resume_step=start) if primary else None
+  meta_train_step = run.step_fn(mesh)
+  best = rundir.BestKeeper(workdir, run.metric) if config.eval_every else None
+  window = []
+  progress = tqdm.tqdm(total=config.num_steps, initial=start,
+                       desc=f'{config.algorithm} on {config.dataset}',
+                       disable=not (show_progress and primary), mininterval=2.0)
+  try:
+    for step, batch in zip(range(start, config.num_steps),
+                           batches(start, config.num_steps, share)):
+      key = step_key(state.rng, step)
+      if multiprocess:
+        batch = parallel.global_batch(mesh, batch, config.meta_batch_size)
+        key = parallel.replicate(mesh, parallel.local_copy(key))
+      elif mesh is not None:
+        batch, key = parallel.shard_tasks(mesh, batch), parallel.replicate(mesh, key)
+      state, metrics = meta_train_step(state, batch, key)
+      window.append(metrics)
+      done = step + 1
+      progress.update(1)
+      if done % config.log_every == 0 or done == config.num_steps:
+        _check_finite(state, checkpointer)
+        mean = jax.device_get(jax.tree.map(lambda *v: jnp.mean(jnp.stack(v)), *window))
+        window = []
+        if writer is not None:
+          writer.write(done, mean)
+        progress.set_postfix(query_loss=f'{float(mean["query_loss"]):.4f}')
+      if config.eval_every and done % config.eval_every == 0:
+        _check_finite(state, checkpointer)
+        records = run.evaluate(_local(state.theta), 'val')
+        if writer is not None:
+          writer.write(done, {f'{r["metric"]}_{r["inner_steps"]}_steps': r['mean']
+                              for r in records}, split='val')
+        best.offer(done, records, state)
+      if done % config.checkpoint_every == 0 or done == config.num_steps:
+        _check_finite(state, checkpointer)
+        checkpointer.save(done, state)
+  finally:
+    progress.close()
+    checkpointer.wait()
+    checkpointer.close()
+    if writer is not None:
+      writer.close()
+
+  if best is not None:
+    # The protocol: test the checkpoint that did best on the validation classes.
+    state = best.restore(state) or state
+    best.close()
+  records = run.evaluate(_local(state.theta), 'test')
+  for r in records:
+    r['checkpoint_step'] = int(state.step)
+    if best is not None:
+      r['selected_on'] = 'val'
+  if primary:
+    rundir.write_eval(workdir, records)
+  return RunResult(run, workdir, state, records)

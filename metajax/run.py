@@ -1,0 +1,159 @@
+"""Everything a run needs, built from one config: `build_run(config) -> Run`.
+
+The training loop, `evaluate.py`, `benchmark.py`, `second_order.py` and
+`load_learner` all start here, so the sequence "resolve the config, make the
+source, the model, the learner and the meta-optimizer, initialise the state,
+jit the step" is written once.
+"""
+
+import dataclasses
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from metajax import evaluate, precision, step as step_lib
+from metajax.algorithms import ALGORITHMS
+from metajax.config import Config
+from metajax.learner import MetaLearner
+from metajax.models import MLP, Conv4, ResNet12
+from metajax.optimizers import meta_optimizer
+from metajax.types import LossFn, Params, Task
+
+MODELS = {  # --model -> (config, output width) -> flax module
+    'mlp': lambda config, out: MLP(hidden=config.hidden, out=out),
+    'conv4': lambda config, out: Conv4(out=out, channels=(config.num_channels,) * 4),
+    'resnet12': lambda config, out: ResNet12(out=out),
+}
+
+
+def make_model(config: Config) -> nn.Module:
+  return MODELS[config.model_name](config, config.num_ways)
+
+
+def make_learner(config: Config, model: nn.Module, loss_fn: LossFn) -> MetaLearner:
+  """The learner of a resolved config, computing in `--compute_dtype`."""
+  learner = config.spec.build(config.settings(), model, loss_fn, config.inner_optimizer_fn())
+  return precision.with_compute_dtype(learner, jnp.dtype(config.compute_dtype))
+
+
+def task_chunk(config: Config) -> int:
+  """Tasks vmapped together in a meta-step (`--task_chunk`, 0: chosen here).
+
+  On a CPU, convolutional models run fastest one task at a time inside a
+  `lax.scan` (a vmap over a meta-batch of Omniglot tasks is slower and
+  streams every task's activations through memory at once: docs/benchmarks.md);
+  the MLP of sinusoid regression, and every model on an accelerator, run
+  fastest with the whole meta-batch in one vmap.
+  """
+  if config.task_chunk:
+    return config.task_chunk
+  if config.model_name != 'mlp' and jax.default_backend() == 'cpu':
+    return jax.device_count()  # one task per device per scan iteration
+  return config.meta_batch_size
+
+
+@dataclasses.dataclass
+class Run:
+  """A resolved config and what it builds.
+
+  Attributes:
+    config: the resolved config (every algorithm setting filled in).
+    source: the task source, or None when built without data.
+    model, loss_fn, metric_fn, metric: the model and the dataset's objective.
+    learner: the algorithm.
+    optimizer: the meta-optimizer.
+  """
+  config: Config
+  source: Optional[Any]
+  model: nn.Module
+  loss_fn: LossFn
+  metric_fn: LossFn
+  metric: str
+  learner: MetaLearner
+  optimizer: optax.GradientTransformation
+
+  @property
+  def supervised(self) -> bool:
+    """Whether it trains on supervised batches (a learner with a `batch_loss`)."""
+    return self.learner.batch_loss is not None
+
+  def example_task(self) -> Task:
+    return self.config.data.example_task(self.config.num_ways, self.config.shots)
+
+  def init_state(self) -> step_lib.TrainState:
+    """The state before the first meta-step (seeded by `--seed`)."""
+    return step_lib.create_train_state(self.learner, self.optimizer,
+                                       jax.random.PRNGKey(self.config.seed), self.example_task())
+
+  def step_fn(self, mesh=None, donate: bool = True):
+    """The jitted meta-step (`step.make_meta_train_step`)."""
+    return step_lib.make_meta_train_step(self.learner, self.optimizer, donate=donate,
+                                         task_chunk=task_chunk(self.config), mesh=mesh)
+
+  def train_batches(self, start: int, stop: int, share=None):
+    """The training batches of steps start..stop-1 (supervised ones for `batch_loss`)."""
+    if self.supervised:
+      if share is not None:
+        raise ValueError(f'--algorithm={self.config.algorithm} trains on supervised batches '
+                         'in one process')
+      return self.source.supervised_batches(start, stop)
+    return self.source.batches(start, stop, share)
+
+  def evaluate(self, theta: Params, split: str = 'test',
+               num_tasks: Optional[int] = None) -> list[dict]:
+    """Held-out records (one per `--eval_inner_steps` count) of meta-parameters `theta`."""
+    config = self.config
+    num_tasks = num_tasks or config.eval_tasks
+    records = evaluate.evaluate(
+        self.learner, self.metric_fn, self.metric, theta,
+        lambda: self.source.eval_batches(split, num_tasks), jax.random.PRNGKey(0),
+        config.eval_inner_steps)
+    for r in records:
+      r.update(split=split, algorithm=config.algorithm, dataset=config.dataset)
+    return records
+
+  def for_episodes(self, ways: Optional[int] = None, shots: Optional[int] = None,
+                   show_progress: bool = False) -> 'Run':
+    """This run (same learner) tested on episodes of other ways / shots.
+
+    Only learners whose classes come from the support set can; one with an
+    N-way head is refused, naming the flag.
+    """
+    changes = {k: v for k, v in (('ways', ways), ('shots', shots)) if v is not None}
+    if not changes:
+      return self
+    config = self.config
+    if not self.learner.any_ways:
+      any_ways = ', '.join(name for name, spec in ALGORITHMS.items() if spec.any_ways)
+      raise ValueError(f'--{next(iter(changes))}: only learners whose classes come from the '
+                       f'support set ({any_ways}) can be tested on other episodes than they '
+                       f'trained on; {config.algorithm} has a {config.num_ways}-way head')
+    config = config.replace(train_ways=config.num_train_ways, **changes).validate()
+    source = config.data.make_source(config, show_progress)
+    return dataclasses.replace(self, config=config, source=source)
+
+
+def build_run(config: Config, *, data: bool = True, show_progress: bool = True) -> Run:
+  """Resolves `config` (its defaults, and settings that come from the data) and builds it.
+
+  Args:
+    config: a config; unset algorithm settings take the algorithm's defaults.
+    data: make the task source (False: a run to load or benchmark without data;
+      settings that come from the data must then be set).
+    show_progress: progress bars while the data loads.
+  """
+  config = config.resolve()
+  source = config.data.make_source(config, show_progress) if data else None
+  missing = {name: getattr(source, attribute) for name, attribute in config.spec.from_data.items()
+             if getattr(config, name) is None and source is not None}
+  config = config.replace(**missing).validate() if missing else config
+  unset = [name for name in config.spec.from_data if getattr(config, name) is None]
+  if unset:
+    raise ValueError(f'--{unset[0]} comes from the data; set it to build without data')
+  loss_fn, metric_fn, metric = config.data.objective
+  model = make_model(config)
+  learner = make_learner(config, model, loss_fn)
+  return Run(config, source, model, loss_fn, metric_fn, metric, learner, meta_optimizer(config))

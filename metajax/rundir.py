@@ -1,0 +1,137 @@
+"""The run directory: settings, results, the best checkpoint, and loading a trained run.
+
+A run directory holds `config.json` (the resolved settings), `flags.txt` (the
+same as a flagfile), `metrics.jsonl`, `tensorboard/`, `checkpoints/`, `best/`
+(the best checkpoint on validation, with `--eval_every`) and `eval.json`.
+`load_run` and `load_learner` need nothing else: no data, no flags.
+"""
+
+import json
+import os
+from typing import Optional
+
+import jax
+import numpy as np
+
+from metajax import inference, run as run_lib
+from metajax.checkpoint import Checkpointer
+from metajax.config import Config, differing_fields
+from metajax.step import TrainState
+
+
+class ConfigMismatchError(ValueError):
+  """A workdir holds a run whose settings differ from the requested ones."""
+
+
+def read_config(workdir: str) -> Optional[Config]:
+  """The config saved in `workdir`, resolved, or None if it holds no run."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return Config.from_dict(json.load(f)).resolve()
+
+
+def check_workdir(config: Config, workdir: str) -> None:
+  """Refuses a workdir that holds a run with other model/algorithm/data flags."""
+  saved = read_config(workdir)
+  diff = differing_fields(saved, config) if saved is not None else []
+  if diff:
+    details = '; '.join(f'--{name}={_flag_value(getattr(saved, name))} there, '
+                        f'{_flag_value(getattr(config, name))} here' for name in diff)
+    raise ConfigMismatchError(
+        f'--workdir={workdir} holds a run with other settings ({details}). '
+        'Resume it with its own flags, or choose a new --workdir.')
+
+
+def _flag_value(value) -> str:
+  return ','.join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def write_config(config: Config, workdir: str) -> None:
+  """`config.json`, and `flags.txt`: the settings as a flagfile that repeats the run."""
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write(config.to_json())
+  lines = [f'--{name}={_flag_value(value)}' for name, value in config.to_dict().items()
+           if value is not None]
+  with open(os.path.join(workdir, 'flags.txt'), 'w') as f:
+    f.write('\n'.join(lines) + '\n')
+
+
+def write_eval(workdir: str, records: list[dict]) -> str:
+  """`eval.json`: the held-out records."""
+  path = os.path.join(workdir, 'eval.json')
+  with open(path, 'w') as f:
+    json.dump(records, f, indent=2)
+  return path
+
+
+class BestKeeper:
+  """Keeps the state with the best validation score in `<workdir>/best`.
+
+  The score is the validation metric after the most inner steps evaluated;
+  higher is better for accuracy, lower for MSE. `best/best.json` records it.
+  """
+
+  def __init__(self, workdir: str, metric: str):
+    self.checkpointer = Checkpointer(workdir, max_to_keep=1, subdir='best')
+    self.path = os.path.join(self.checkpointer.directory, 'best.json')
+    self.sign = 1.0 if metric == 'accuracy' else -1.0
+    self.best = None
+    if os.path.exists(self.path) and self.checkpointer.latest_step() is not None:
+      with open(self.path) as f:
+        self.best = json.load(f)
+
+  def offer(self, step: int, records: list[dict], state: TrainState) -> None:
+    record = max(records, key=lambda r: r['inner_steps'])
+    value = record['mean']
+    if not np.isfinite(value):
+      return
+    if self.best is None or self.sign * value > self.sign * self.best['value']:
+      self.checkpointer.save(step, state)
+      self.checkpointer.wait()
+      self.best = {'step': step, 'value': value, 'metric': record['metric'],
+                   'inner_steps': record['inner_steps'], 'split': 'val'}
+      if jax.process_index() == 0:
+        with open(self.path, 'w') as f:
+          json.dump(self.best, f)
+
+  def restore(self, state: TrainState) -> Optional[TrainState]:
+    if self.best is None:
+      return None
+    return self.checkpointer.restore(state, self.best['step'])
+
+  def close(self):
+    self.checkpointer.close()
+
+
+def load_run(workdir: str, step: Optional[int] = None, prefer_best: bool = True,
+             ) -> tuple[run_lib.Run, TrainState]:
+  """(run, state) of a trained run, built without its data (`run.source` is None).
+
+  Loads checkpoint `step`; by default the best-on-validation checkpoint when
+  the run kept one (`--eval_every`), else the latest.
+  """
+  config = read_config(workdir)
+  if config is None:
+    raise FileNotFoundError(f'workdir={workdir} holds no run (no config.json)')
+  run = run_lib.build_run(config, data=False)
+  state = run.init_state()
+  if step is None and prefer_best:
+    best = BestKeeper(workdir, run.metric)
+    restored = best.restore(state)
+    best.close()
+    if restored is not None:
+      return run, restored
+  checkpointer = Checkpointer(workdir, config.max_checkpoints)
+  if checkpointer.latest_step() is None:
+    raise FileNotFoundError(f'workdir={workdir} holds no checkpoint')
+  state = checkpointer.restore(state, step)
+  checkpointer.close()
+  return run, state
+
+
+def load_learner(workdir: str, step: Optional[int] = None) -> inference.TrainedLearner:
+  """The trained learner of a run directory (the best or latest checkpoint by default)."""
+  run, state = load_run(workdir, step)
+  return inference.TrainedLearner(run.config, run.learner, state.theta, int(state.step))
