@@ -27,10 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metajax import builders
 from metajax import cli
-from metajax import train
-from metajax.config import meta_optimizer
+from metajax import run as run_lib
 from metajax.types import Split, Task
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -48,9 +46,10 @@ flags.DEFINE_integer('window_steps', 200, 'meta-steps per window')
 FLAGS = flags.FLAGS
 
 
-def torch_config(config) -> dict:
-  """The learn2learn side's settings, from the same Config."""
-  image = builders.example_task(config).support.x.shape[1:]
+def torch_config(run) -> dict:
+  """The learn2learn side's settings, from the same resolved Config."""
+  config = run.config
+  image = run.example_task().support.x.shape[1:]
   return {'model': config.model_name, 'hidden': list(config.hidden),
           'channels': config.num_channels, 'in_channels': image[-1] if len(image) == 3 else 1,
           'side': image[0], 'ways': config.num_ways, 'inner_lr': config.inner_lr,
@@ -59,50 +58,51 @@ def torch_config(config) -> dict:
 
 
 class SyntheticSource:
-  """Uniform random tasks with the shapes of `config`'s meta-batches."""
+  """Uniform random batches with the shapes of a run's training batches."""
 
-  def __init__(self, config):
-    self.config = config
-    self.example = builders.example_task(config)
+  def __init__(self, run):
+    self.run = run
 
   def train_batch(self, step: int):
-    config, rng = self.config, np.random.default_rng(step)
-    if config.dataset == 'sinusoid':
-      shape = lambda n: (config.meta_batch_size, n, 1)
-      draw = lambda n: (rng.uniform(-5, 5, shape(n)), rng.normal(size=shape(n)))
-      (xs, ys), (xq, yq) = draw(config.shots), draw(config.num_query)
-    else:
-      image = self.example.support.x.shape[1:]
-      if config.algorithm == 'finetune':
-        sizes, classes = (config.meta_batch_size, 1), config.pretrain_classes
-        batch = 1
+    run, config, rng = self.run, self.run.config, np.random.default_rng(step)
+    if run.supervised:  # one batch of --meta_batch_size images and class indices
+      x = rng.random((config.meta_batch_size,) + config.data.input_shape)
+      y = np.arange(config.meta_batch_size) % config.pretrain_classes
+      return Split(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32))
+    example = config.data.example_task(config.num_train_ways, config.shots)
+    sizes = (example.support.x.shape[0],
+             config.num_train_ways * config.num_query if config.data.task == 'classification'
+             else config.num_query)
+
+    def split(n, like: Split):
+      x = rng.uniform(-1, 1, (config.meta_batch_size, n) + like.x.shape[1:])
+      if config.data.task == 'classification':
+        y = jnp.asarray(np.tile(np.arange(n) % config.num_train_ways, (config.meta_batch_size, 1)))
       else:
-        sizes, classes = (config.num_train_ways * config.shots,
-                          config.num_train_ways * config.num_query), config.num_train_ways
-        batch = config.meta_batch_size
-      xs, xq = (rng.random((batch, n) + image) for n in sizes)
-      ys, yq = (np.tile(np.arange(n) % classes, (batch, 1)) for n in sizes)
-    f32 = lambda v: jnp.asarray(v, jnp.float32)
-    return Task(Split(f32(xs), jnp.asarray(ys) if config.dataset != 'sinusoid' else f32(ys)),
-                Split(f32(xq), jnp.asarray(yq) if config.dataset != 'sinusoid' else f32(yq)))
+        y = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+      return Split(jnp.asarray(x, jnp.float32), y)
+
+    return Task(split(sizes[0], example.support), split(sizes[1], example.query))
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   config = cli.config_or_exit(FLAGS)
-  if FLAGS.synthetic_data:
-    config = config.replace(pretrain_classes=config.pretrain_classes or 1000)
-    learner = builders.make_learner(config)
-    source = SyntheticSource(config)
-  else:
-    source, learner = builders.build(config)
-  optimizer = meta_optimizer(config)
-  state = train.create_train_state(learner, optimizer, jax.random.PRNGKey(config.seed),
-                                   builders.example_task(config))
-  step = train.make_meta_train_step(learner, optimizer,
-                                    task_chunk=builders.task_chunk(config))
-  batches = [source.train_batch(i) for i in range(FLAGS.window_steps)]
+  try:
+    if FLAGS.synthetic_data:
+      if 'pretrain_classes' in config.spec.settings and config.pretrain_classes is None:
+        config = config.replace(pretrain_classes=1000)
+      run = run_lib.build_run(config, data=False)
+      batches = [SyntheticSource(run).train_batch(i) for i in range(FLAGS.window_steps)]
+    else:
+      run = run_lib.build_run(config)
+      batches = list(run.train_batches(0, FLAGS.window_steps))
+  except (ValueError, FileNotFoundError) as e:
+    sys.exit(f'error: {cli.flag_words(e)}')
+  config = run.config
+  state = run.init_state()
+  step = run.step_fn()
   keys = [jax.random.fold_in(state.rng, i) for i in range(FLAGS.window_steps)]
 
   start = time.perf_counter()
@@ -123,7 +123,7 @@ def main(argv):
       l2l_compare.check_installed()
     except ImportError as e:
       sys.exit(f'error: --compare=learn2learn: {e}')
-    peer = l2l_compare.Learn2LearnProcess(torch_config(config), [
+    peer = l2l_compare.Learn2LearnProcess(torch_config(run), [
         tuple(np.asarray(v) for v in (b.support.x, b.support.y, b.query.x, b.query.y))
         for b in batches])
 
@@ -148,7 +148,7 @@ def main(argv):
   print(json.dumps({
       'algorithm': config.algorithm, 'dataset': config.dataset,
       'inner_steps': config.inner_steps, 'meta_batch_size': config.meta_batch_size,
-      'task_chunk': builders.task_chunk(config),
+      'task_chunk': run_lib.task_chunk(config),
       'backend': jax.default_backend(), 'devices': jax.device_count(),
       'steps_per_s': round(steps_per_s, 2),
       'tasks_per_s': round(steps_per_s * config.meta_batch_size, 1),

@@ -3,17 +3,15 @@ r"""Evaluates a trained run on held-out tasks and writes `<workdir>/eval.json`.
   python experiments/evaluate.py --workdir=runs/maml --num_tasks=600
 """
 
-import json
-import os
 import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 
-from metajax import builders
+from metajax import cli
 from metajax import evaluate
-from metajax import train
+from metajax import rundir
 
 flags.DEFINE_string('workdir', None, 'run directory written by train.py', required=True)
 flags.DEFINE_integer('num_tasks', 600, 'held-out tasks')
@@ -34,24 +32,20 @@ def main(argv):
   if FLAGS.num_tasks < 1:
     sys.exit(f'error: --num_tasks={FLAGS.num_tasks}: must be a positive integer')
   try:
-    config, learner, state = train.load_run(FLAGS.workdir, FLAGS.step)
+    run, state = rundir.load_run(FLAGS.workdir, FLAGS.step)
+    steps = None
     if FLAGS.inner_steps is not None:
       steps = tuple(int(s) for s in FLAGS.inner_steps)
       if any(s < 0 for s in steps):
         raise ValueError(f'--inner_steps={",".join(FLAGS.inner_steps)}: must be >= 0')
-      config = config.replace(eval_inner_steps=steps)
-    config = train.for_episodes(config, learner, FLAGS.ways, FLAGS.shots)
-    source = builders.make_source(config)
+    run = run.for_episodes(FLAGS.ways, FLAGS.shots, steps, show_progress=True)
   except (ValueError, FileNotFoundError) as e:
-    sys.exit(f'error: {e}')
-  records = train.evaluate_state(config, source, learner, state.theta,
-                                 FLAGS.split, FLAGS.num_tasks)
+    sys.exit(f'error: {cli.flag_words(e)}')
+  records = run.evaluate(state.theta, FLAGS.split, FLAGS.num_tasks)
   for r in records:
-    r.update(checkpoint_step=int(state.step), ways=config.num_ways, shots=config.shots)
-  path = os.path.join(FLAGS.workdir, 'eval.json')
-  with open(path, 'w') as f:
-    json.dump(records, f, indent=2)
-  print(evaluate.format_records(config.algorithm, records))
+    r.update(checkpoint_step=int(state.step), ways=run.config.num_ways, shots=run.config.shots)
+  path = rundir.write_eval(FLAGS.workdir, records)
+  print(evaluate.format_records(run.config.algorithm, records))
   print(f'written: {path}')
 
 

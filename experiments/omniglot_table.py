@@ -21,9 +21,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from metajax import builders
 from metajax import cli
-from metajax import train
+from metajax import loop
 
 # row: (preset, extra flags, test episodes (ways, shots) beyond the trained ones)
 ROWS = {
@@ -81,7 +80,7 @@ def main(argv):
   try:
     run_table()
   except (ValueError, FloatingPointError, FileNotFoundError) as e:
-    sys.exit(f'error: {e}')
+    sys.exit(f'error: {cli.flag_words(e)}')
 
 
 def run_table():
@@ -92,13 +91,11 @@ def run_table():
   for row in FLAGS.rows:
     config = preset(row)
     start = time.time()
-    result = train.train_and_evaluate(config, os.path.join(FLAGS.workdir, row),
-                                      show_progress=False)
+    result = loop.train_and_evaluate(config, os.path.join(FLAGS.workdir, row),
+                                     show_progress=False)
     tests = [((config.num_ways, config.shots), result.records)]
     for ways, shots in ROWS[row][2]:
-      other = train.for_episodes(config, result.learner, ways, shots)
-      records = train.evaluate_state(other, builders.make_source(other), result.learner,
-                                     result.state.theta, 'test')
+      records = result.run.for_episodes(ways, shots).evaluate(result.state.theta, 'test')
       tests.append(((ways, shots), records))
     seconds = time.time() - start
     for (ways, shots), records in tests:

@@ -35,11 +35,11 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 from metajax import analysis
-from metajax import builders
 from metajax import cli
-from metajax import train
-from metajax.config import meta_optimizer
-from metajax.learner import split_loss
+from metajax import rundir
+from metajax import step as step_lib
+from metajax.algorithms.common import split_loss
+from metajax.run import build_run
 
 cli.define_config_flags()
 flags.DEFINE_string('workdir', None, 'where the JSON table and figures go', required=True)
@@ -62,30 +62,29 @@ flags.DEFINE_float('imaml_inner_lr', 0.003,
 flags.DEFINE_integer('imaml_inner_steps', 50,
                      '(c) iMAML\'s inner steps (its gradient is exact only at the inner '
                      'solution, so it needs more steps than MAML\'s --inner_steps)')
+flags.DEFINE_float('analysis_lambda', 1.0, '(a) lambda of the implicit meta-gradient compared')
+flags.DEFINE_integer('analysis_cg_steps', 5, '(a) its conjugate-gradient iterations')
 FLAGS = flags.FLAGS
 
 
-def analysis_tasks(config, source, n):
-  batch = next(iter(source.eval_batches('val', n)))
+def analysis_tasks(run, n):
+  batch = next(iter(run.source.eval_batches('val', n)))
   return jax.tree.map(lambda v: v[:n], batch)
 
 
-def lean_train(config, source, learner, stops, seconds=None):
+def lean_train(run, stops, seconds=None):
   """Meta-trains from scratch; yields (step, state, elapsed) at each of `stops`."""
-  optimizer = meta_optimizer(config)
-  state = train.create_train_state(learner, optimizer, jax.random.PRNGKey(config.seed),
-                                   builders.example_task(config))
-  step_fn = train.make_meta_train_step(learner, optimizer,
-                                       task_chunk=builders.task_chunk(config))
+  state = run.init_state()
+  step_fn = run.step_fn()
   stops = sorted(set(stops))
   elapsed, step = 0.0, 0
   if stops and stops[0] == 0:
     yield 0, state, 0.0
   last = stops[-1] if stops else None
-  batches = source.batches(0, last if last is not None else 10 ** 9)
+  batches = run.train_batches(0, last if last is not None else 10 ** 9)
   compiled = None
   for tasks in batches:
-    key = train.step_key(state.rng, step)
+    key = step_lib.step_key(state.rng, step)
     if compiled is None:  # compile ahead of time: the clock counts meta-steps only
       compiled = step_fn.lower(state, tasks, key).compile()
     start = time.perf_counter()
@@ -94,7 +93,7 @@ def lean_train(config, source, learner, stops, seconds=None):
     elapsed += time.perf_counter() - start
     step += 1
     if int(state.nonfinite_step) >= 0:
-      raise train.NonFiniteMetaGradientError(f'meta-step {step}: meta-gradient not finite')
+      raise step_lib.NonFiniteMetaGradientError(f'meta-step {step}: meta-gradient not finite')
     if step in stops or (seconds is not None and elapsed >= seconds):
       yield step, state, elapsed
       if seconds is not None and elapsed >= seconds:
@@ -103,28 +102,24 @@ def lean_train(config, source, learner, stops, seconds=None):
 
 def part_a(config, out):
   if FLAGS.load_workdir:
-    config = train.load_run(FLAGS.load_workdir)[0]
-  source, learner = builders.build(config, show_progress=False)
-  model = builders.make_model(config)
-  loss_fn = builders.objective(config)[0]
-  tasks = analysis_tasks(config, source, FLAGS.analysis_tasks)
-  if FLAGS.load_workdir:
-    loaded = []
-    for step in map(int, FLAGS.analyse_at):
-      _, _, state = train.load_run(FLAGS.load_workdir, step=step)
-      loaded.append((step, state))
-    states = iter(loaded)
+    run = rundir.load_run(FLAGS.load_workdir)[0].for_episodes()
   else:
-    states = ((s, st) for s, st, _ in lean_train(config, source, learner,
-                                                 map(int, FLAGS.analyse_at)))
+    run = build_run(config, show_progress=False)
+  config = run.config
+  tasks = analysis_tasks(run, FLAGS.analysis_tasks)
+  if FLAGS.load_workdir:
+    states = iter([(step, rundir.load_run(FLAGS.load_workdir, step=step)[1])
+                   for step in map(int, FLAGS.analyse_at)])
+  else:
+    states = ((s, st) for s, st, _ in lean_train(run, map(int, FLAGS.analyse_at)))
+  inner_optimizer = config.inner_optimizer_fn()(config.inner_lr)
   rows = []
   for step, state in states:
     for k in range(1, FLAGS.max_inner_steps + 1):
       row = analysis.compare_meta_gradients(
-          model, loss_fn, state.theta['model'], tasks, inner_lr=config.inner_lr,
-          inner_steps=k, inner_optimizer=config.inner_optimizer,
-          imaml_lambda=config.imaml_lambda, cg_steps=config.cg_steps)
-      row['meta_step'] = step
+          run.model, run.loss_fn, state.theta['model'], tasks, inner_optimizer=inner_optimizer,
+          inner_steps=k, lam=FLAGS.analysis_lambda, cg_steps=FLAGS.analysis_cg_steps)
+      row.update(meta_step=step, inner_lr=config.inner_lr)
       rows.append(row)
       print(f'(a) step {step} inner {k}: cos(SO,FO) {row["cos_so_fo"]:.4f} '
             f'|H term| {row["norm_hessian_term"]:.4g} (|FO| {row["norm_fo"]:.4g}) '
@@ -161,13 +156,11 @@ def plot_a(rows, dataset, inner_lr, num_tasks, path):
 def part_b(config, out):
   rows = []
   for lr in map(float, FLAGS.inner_lrs):
-    run = config.replace(algorithm='maml', inner_lr=lr, num_steps=FLAGS.eigen_train_steps)
-    source, learner = builders.build(run, show_progress=False)
-    model = builders.make_model(run)
-    loss_fn = builders.objective(run)[0]
-    *_, (step, state, seconds) = lean_train(run, source, learner, [run.num_steps])
-    tasks = analysis_tasks(run, source, FLAGS.analysis_tasks)
-    variables = state.theta['model']
+    run = build_run(config.for_algorithm('maml').replace(
+        inner_lr=lr, num_steps=FLAGS.eigen_train_steps), show_progress=False)
+    *_, (step, state, seconds) = lean_train(run, [run.config.num_steps])
+    tasks = analysis_tasks(run, FLAGS.analysis_tasks)
+    variables, model, loss_fn = state.theta['model'], run.model, run.loss_fn
 
     def eigs(task):
       support = lambda v: split_loss(model, loss_fn, v, task.support)
@@ -206,15 +199,16 @@ def part_b(config, out):
 def part_c(config, out):
   rows = []
   for name in FLAGS.wallclock_algorithms:
-    run = config.replace(algorithm=name, num_steps=10 ** 7)
+    settings = config.for_algorithm(name).replace(num_steps=10 ** 7)
     if name == 'imaml':
-      run = run.replace(inner_steps=FLAGS.imaml_inner_steps, inner_lr=FLAGS.imaml_inner_lr,
-                        eval_inner_steps=tuple(sorted({0, FLAGS.imaml_inner_steps})))
-    source, learner = builders.build(run, show_progress=False)
-    *_, (step, state, seconds) = lean_train(run, source, learner, [], FLAGS.wallclock_s)
-    records = train.evaluate_state(run, source, learner, state.theta, 'test')
+      settings = settings.replace(inner_steps=FLAGS.imaml_inner_steps,
+                                  inner_lr=FLAGS.imaml_inner_lr,
+                                  eval_inner_steps=tuple(sorted({0, FLAGS.imaml_inner_steps})))
+    run = build_run(settings, show_progress=False)
+    *_, (step, state, seconds) = lean_train(run, [], FLAGS.wallclock_s)
+    records = run.evaluate(state.theta, 'test')
     last = max(records, key=lambda r: r['inner_steps'])
-    row = {'algorithm': name, 'inner_steps': run.inner_steps, 'meta_steps': step,
+    row = {'algorithm': name, 'inner_steps': run.config.inner_steps, 'meta_steps': step,
            'train_s': round(seconds, 1),
            'records': records}
     rows.append(row)

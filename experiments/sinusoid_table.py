@@ -15,7 +15,7 @@ from absl import flags
 from absl import logging
 
 from metajax import cli
-from metajax import train
+from metajax import loop
 
 flags.DEFINE_string('workdir', 'runs/sinusoid_table', 'folder of the runs')
 flags.DEFINE_list('shots', ['5', '10'], 'values of K')
@@ -39,14 +39,14 @@ def main(argv):
     for name in FLAGS.algorithms:
       config = preset(name, shots)
       start = time.time()
-      result = train.train_and_evaluate(
+      result = loop.train_and_evaluate(
           config, os.path.join(FLAGS.workdir, f'{name}_k{shots}'), show_progress=False)
       seconds = time.time() - start
       by_steps = {r['inner_steps']: r for r in result.records}
       rows.append({'algorithm': name, 'K': shots, 'seconds': round(seconds, 1),
                    'meta_steps': config.num_steps, 'results': result.records})
       cells = ' | '.join(f'{by_steps[k]["mean"]:.3f} +- {by_steps[k]["ci95"]:.3f}'
-                         for k in config.eval_inner_steps)
+                         for k in result.config.eval_inner_steps)
       print(f'| {name} | {shots} | {cells} | {seconds:.0f} s |', flush=True)
   with open(os.path.join(FLAGS.workdir, 'table.json'), 'w') as f:
     json.dump(rows, f, indent=2)

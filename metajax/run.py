@@ -116,23 +116,29 @@ class Run:
     return records
 
   def for_episodes(self, ways: Optional[int] = None, shots: Optional[int] = None,
+                   eval_inner_steps: Optional[tuple[int, ...]] = None,
                    show_progress: bool = False) -> 'Run':
-    """This run (same learner) tested on episodes of other ways / shots.
+    """This run's learner on held-out episodes of other ways, shots or inner steps.
 
-    Only learners whose classes come from the support set can; one with an
-    N-way head is refused, naming the flag.
+    The result has a task source (made here if the episodes change or this
+    run has none). Only learners whose classes come from the support set can
+    take other ways or shots; one with an N-way head is refused, naming the flag.
     """
     changes = {k: v for k, v in (('ways', ways), ('shots', shots)) if v is not None}
-    if not changes:
-      return self
     config = self.config
-    if not self.learner.any_ways:
+    if changes and not self.learner.any_ways:
       any_ways = ', '.join(name for name, spec in ALGORITHMS.items() if spec.any_ways)
       raise ValueError(f'--{next(iter(changes))}: only learners whose classes come from the '
                        f'support set ({any_ways}) can be tested on other episodes than they '
                        f'trained on; {config.algorithm} has a {config.num_ways}-way head')
-    config = config.replace(train_ways=config.num_train_ways, **changes).validate()
-    source = config.data.make_source(config, show_progress)
+    if changes:
+      config = config.replace(train_ways=config.num_train_ways, **changes)
+    if eval_inner_steps is not None:
+      config = config.replace(eval_inner_steps=tuple(eval_inner_steps))
+    config = config.validate()
+    source = self.source
+    if changes or source is None:
+      source = config.data.make_source(config, show_progress)
     return dataclasses.replace(self, config=config, source=source)
 
 

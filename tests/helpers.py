@@ -1,11 +1,36 @@
-"""Small shared fixtures for the tests: tiny sinusoid problems and learners."""
+"""Plain builders shared by the tests: tiny tasks, learners, data fixtures, script runs.
+
+pytest fixtures and markers live in conftest.py; this module holds the
+functions that tests call directly. No test module imports another.
+"""
+
+import csv
+import os
+import pickle
+import subprocess
+import sys
+import zipfile
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from PIL import Image
 
-from metajax import algorithms
-from metajax.data.sinusoid import SinusoidFamily, mse
+from metajax import run as run_lib
+from metajax.config import Config
+from metajax.data import omniglot
+from metajax.data.sinusoid import SinusoidFamily
+from metajax.losses import mse
 from metajax.models import MLP
+from metajax.types import Split, Task
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KEY = jax.random.PRNGKey(0)
+# The real Omniglot release, where $METAJAX_OMNIGLOT_DIR points (tests marked
+# `omniglot` are skipped without it; see conftest.py).
+OMNIGLOT_DIR = os.environ.get(omniglot.ENV_DATA_DIR)
+HAVE_OMNIGLOT = bool(OMNIGLOT_DIR) and all(
+    os.path.isfile(os.path.join(OMNIGLOT_DIR, a)) for a in omniglot.ARCHIVES)
 
 
 def sinusoid_tasks(seed=0, num_tasks=4, shots=5, query=5, dtype=jnp.float32):
@@ -17,10 +42,111 @@ def first(tasks):
   return jax.tree.map(lambda v: v[0], tasks)
 
 
-def learner(name='maml', hidden=(8, 8), **kwargs):
-  return algorithms.make(name, MLP(hidden=hidden), mse, **kwargs)
+def learner(name='maml', hidden=(8, 8), model=None, loss_fn=mse, dataset='sinusoid',
+            **settings):
+  """The learner `name` on an MLP, built from flag-named settings as a config builds it."""
+  config = Config(algorithm=name, dataset=dataset, hidden=hidden, **settings).resolve()
+  return run_lib.make_learner(config, model or MLP(hidden=hidden), loss_fn)
+
+
+def usable(name, **settings):
+  """The settings that algorithm `name` reads (others would be refused)."""
+  from metajax.algorithms import ALGORITHMS  # pylint: disable=g-import-not-at-top
+  return {k: v for k, v in settings.items() if k in ALGORITHMS[name].settings}
 
 
 def init(learner_, tasks, seed=1, dtype=jnp.float32):
   theta = learner_.init(jax.random.PRNGKey(seed), first(tasks))
   return jax.tree.map(lambda v: v.astype(dtype), theta)
+
+
+def fake_images(characters=30, drawings=20):
+  """Image c, d holds c in pixel (0, 0), d in pixel (0, 1), and an L-shaped mark."""
+  images = np.zeros((characters, drawings, 8, 8), np.uint8)
+  for c in range(characters):
+    for d in range(drawings):
+      images[c, d, 0, 0], images[c, d, 0, 1] = c, d
+      images[c, d, 5:, 6] = 255
+      images[c, d, 7, 3:7] = 255
+  return images
+
+
+def make_subset(data_dir, out_dir, alphabets=2, extract=False):
+  """Official-layout zips (or folders) holding the first `alphabets` alphabets of each set."""
+  os.makedirs(out_dir, exist_ok=True)
+  for archive in omniglot.ARCHIVES:
+    with zipfile.ZipFile(os.path.join(data_dir, archive)) as src:
+      names = sorted(n for n in src.namelist() if n.endswith('.png'))
+      keep = sorted({n.split('/')[1] for n in names})[:alphabets]
+      names = [n for n in names if n.split('/')[1] in keep]
+      if extract:
+        src.extractall(out_dir, members=names)
+      else:
+        with zipfile.ZipFile(os.path.join(out_dir, archive), 'w') as dst:
+          for n in names:
+            dst.writestr(n, src.read(n))
+  return out_dir
+
+
+def image_tasks(num_tasks=2, ways=3, shots=1, query=2, size=28):
+  """Random 28x28 image tasks, `ways` classes, labels in order."""
+  k1, k2 = jax.random.split(KEY)
+  xs = jax.random.uniform(k1, (num_tasks, ways * shots, size, size, 1))
+  xq = jax.random.uniform(k2, (num_tasks, ways * query, size, size, 1))
+  ys = jnp.tile(jnp.repeat(jnp.arange(ways), shots), (num_tasks, 1))
+  yq = jnp.tile(jnp.repeat(jnp.arange(ways), query), (num_tasks, 1))
+  return Task(Split(xs, ys), Split(xq, yq))
+
+
+CLASSES = {'train': 5, 'val': 3, 'test': 4}
+PER_CLASS = 10
+SUBSET_CODES = {'train': 1, 'val': 2, 'test': 3}
+
+
+def make_fixture(root: str, layout: str) -> str:
+  """A tiny miniImageNet in the CSV + images/ layout or the pickle layout.
+
+  Every class has a colour; images are that colour plus noise, so a few-shot
+  learner can tell the classes apart. Both layouts hold the same pixels.
+  """
+  rng = np.random.default_rng(0)
+  os.makedirs(root, exist_ok=True)
+  for subset, count in CLASSES.items():
+    names, images = [], []
+    for c in range(count):
+      wnid = f'n{SUBSET_CODES[subset]}{c:07d}'
+      colour = rng.integers(0, 256, size=3)
+      for i in range(PER_CLASS):
+        noise = rng.integers(-40, 41, size=(84, 84, 3))
+        images.append(np.clip(colour + noise, 0, 255).astype(np.uint8))
+        names.append((f'{wnid}{i:08d}.png', wnid))
+    if layout == 'csv':
+      os.makedirs(os.path.join(root, 'images'), exist_ok=True)
+      with open(os.path.join(root, f'{subset}.csv'), 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(['filename', 'label'])
+        for (name, wnid), image in zip(names, images):
+          Image.fromarray(image).save(os.path.join(root, 'images', name))
+          writer.writerow([name, wnid])
+    else:
+      class_dict = {}
+      for row, (_, wnid) in enumerate(names):
+        class_dict.setdefault(wnid, []).append(row)
+      with open(os.path.join(root, f'mini-imagenet-cache-{subset}.pkl'), 'wb') as f:
+        pickle.dump({'image_data': np.stack(images), 'class_dict': class_dict}, f)
+  return root
+
+
+def script(name, *args, **kwargs):
+  """Runs `experiments/<name>` with `args` in a subprocess, as a user would."""
+  env = {**os.environ, 'PYTHONPATH': REPO + os.pathsep + os.environ.get('PYTHONPATH', '')}
+  return subprocess.run([sys.executable, os.path.join(REPO, 'experiments', name), *args],
+                        capture_output=True, text=True, env=env, timeout=600, **kwargs)
+
+
+def checkpoints(workdir):
+  """The checkpoint steps saved in `workdir`."""
+  path = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(path):
+    return []
+  return sorted(int(s) for s in os.listdir(path) if s.isdigit())

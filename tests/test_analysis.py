@@ -6,14 +6,17 @@ import jax
 from jax.flatten_util import ravel_pytree
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
+from metajax import algorithms
 from metajax import analysis
 from metajax import inner
+from metajax.algorithms.common import split_loss
 from metajax.config import Config
-from metajax.data.sinusoid import mse
-from metajax.learner import split_loss
+from metajax.losses import mse
 from metajax.models import MLP
+from metajax.optimizers import INNER_OPTIMIZERS
 from tests import helpers
 
 KEY = jax.random.PRNGKey(0)
@@ -54,7 +57,7 @@ class HessianTest(parameterized.TestCase):
   def test_hvp_along_the_inner_trajectory(self):
     _, _, variables, support, _ = _problem()
     points = analysis.inner_trajectory(support, variables,
-                                       inner.inner_optimizer('sgd', 0.1), 3)
+                                       optax.sgd(0.1), 3)
     self.assertLen(points, 4)
     flat, unravel = ravel_pytree(variables)
     v = jnp.ones_like(flat)
@@ -88,7 +91,7 @@ class MetaGradientPartsTest(parameterized.TestCase):
     tasks, task, variables, support, query = _problem()
     alpha = 0.1
     parts = analysis.task_meta_gradients(
-        MODEL, mse, variables, task, inner.inner_optimizer('sgd', alpha), 1, imaml_lambda=2.0,
+        MODEL, mse, variables, task, optax.sgd(alpha), 1, lam=2.0,
         cg_steps=10)
     # Independent: phi = theta - alpha g_s; SO = (I - alpha H_s(theta)) grad L_q(phi).
     flat, unravel = ravel_pytree(variables)
@@ -102,7 +105,8 @@ class MetaGradientPartsTest(parameterized.TestCase):
 
   def test_compare_reports_consistent_summaries(self):
     tasks, _, variables, _, _ = _problem()
-    out = analysis.compare_meta_gradients(MODEL, mse, variables, tasks, inner_lr=0.1,
+    out = analysis.compare_meta_gradients(MODEL, mse, variables, tasks,
+                                          inner_optimizer=optax.sgd(0.1),
                                           inner_steps=2, per_task=True)
     grads = out['per_task']
     self.assertEqual(grads['second_order'].shape, (3, 33))
@@ -126,7 +130,7 @@ class IMAMLTest(parameterized.TestCase):
     lam = 2.0
     learner = helpers.learner('imaml', hidden=(4, 4), inner_lr=0.05, inner_steps=20,
                               imaml_lambda=lam, cg_steps=33)
-    phi = learner.adapt(theta, task.support, KEY)
+    phi = learner.adapt(theta, task.support, KEY).params
     h = np.asarray(analysis.dense_hessian(support, phi))
     self.assertGreater(np.linalg.eigvalsh(np.eye(33) + h / lam).min(), 0)  # CG applies
     g = _flat(jax.grad(query)(phi))
@@ -141,13 +145,17 @@ class IMAMLTest(parameterized.TestCase):
     learner = helpers.learner('imaml', hidden=(4, 4), inner_lr=0.05, inner_steps=400,
                               imaml_lambda=lam)
     theta = helpers.init(learner, tasks, dtype=jnp.float64)
-    phi = learner.adapt(theta, task.support, KEY)
+    phi = learner.adapt(theta, task.support, KEY).params
     support = lambda v: split_loss(MODEL, mse, v, task.support)
     stationarity = _flat(jax.grad(support)(phi)) + lam * (_flat(phi) - _flat(theta['model']))
     self.assertLess(np.linalg.norm(stationarity), 1e-6)
     self.assertGreater(np.linalg.norm(_flat(phi) - _flat(theta['model'])), 1e-3)
 
-  def test_bad_settings_name_their_flag(self):
+  def test_bad_arguments_name_the_argument_or_the_flag(self):
+    with self.assertRaisesRegex(ValueError, r'^lam=0.0: must be > 0'):
+      algorithms.imaml(MODEL, mse, lam=0.0)
+    with self.assertRaisesRegex(ValueError, r'^cg_steps=0'):
+      algorithms.imaml(MODEL, mse, cg_steps=0)
     with self.assertRaisesRegex(ValueError, r'--imaml_lambda=0'):
       helpers.learner('imaml', imaml_lambda=0.0)
     with self.assertRaisesRegex(ValueError, r'--cg_steps=0'):
@@ -163,7 +171,7 @@ class TruncationTest(parameterized.TestCase):
     learner = helpers.learner('maml', hidden=(4, 4), inner_lr=lr, inner_steps=n,
                               inner_optimizer=optimizer, backprop_steps=k)
     theta = helpers.init(learner, tasks, dtype=jnp.float64)
-    opt = inner.inner_optimizer(optimizer, lr)
+    opt = INNER_OPTIMIZERS[optimizer](lr)
 
     def hand(variables):  # Python loop; gradients of the first n - k steps held constant
       phi, state = variables, opt.init(variables)

@@ -9,9 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from metajax import inner
-from metajax.data.sinusoid import mse
-from metajax.learner import split_loss
+from metajax.algorithms.common import split_loss
+from metajax.losses import mse
 from metajax.models import MLP
 from tests import helpers
 
@@ -99,38 +98,3 @@ class FirstOrderTest(parameterized.TestCase):
                         self.grad(self.fomaml)['model'])
     chex.assert_trees_all_close(diff, expected, rtol=1e-9, atol=1e-12)
     self.assertGreater(float(optax.tree.norm(diff)), 1e-6)
-
-
-class InnerLoopTest(parameterized.TestCase):
-
-  def test_sgd_inner_loop_matches_hand_written_descent(self):
-    loss = lambda p: jnp.sum((p['w'] - 3.0) ** 2) + jnp.sum(p['w'] ** 4) * 0.1
-    params = {'w': jnp.array([0.5, -1.0, 2.0])}
-    result = inner.inner_loop(loss, params, optax.sgd(0.05), 4)
-    w = params['w']
-    losses = []
-    for _ in range(4):
-      losses.append(loss({'w': w}))
-      w = w - 0.05 * jax.grad(lambda v: loss({'w': v}))(w)
-    np.testing.assert_allclose(result.params['w'], w, rtol=1e-12)
-    np.testing.assert_allclose(result.losses, jnp.stack(losses), rtol=1e-12)
-
-  def test_zero_steps_is_identity_and_negative_is_an_error(self):
-    params = {'w': jnp.ones(3)}
-    result = inner.inner_loop(lambda p: jnp.sum(p['w'] ** 2), params, optax.sgd(0.1), 0)
-    chex.assert_trees_all_equal(result.params, params)
-    with self.assertRaisesRegex(ValueError, 'num_steps'):
-      inner.inner_loop(lambda p: jnp.sum(p['w']), params, optax.sgd(0.1), -1)
-
-  def test_remat_gives_the_same_meta_gradient(self):
-    tasks = helpers.sinusoid_tasks(dtype=jnp.float64)
-    task = helpers.first(tasks)
-    plain = helpers.learner('maml', inner_lr=0.05, inner_steps=3)
-    remat = helpers.learner('maml', inner_lr=0.05, inner_steps=3, remat=True)
-    theta = helpers.init(plain, tasks, dtype=jnp.float64)
-    g = lambda l: jax.grad(lambda t: l.outer_loss(t, task, KEY)[0])(theta)
-    chex.assert_trees_all_close(g(plain), g(remat), rtol=1e-12)
-
-  def test_unknown_inner_optimizer_names_the_flag(self):
-    with self.assertRaisesRegex(ValueError, "--inner_optimizer='lbfgs'"):
-      inner.inner_optimizer('lbfgs', 0.1)

@@ -14,40 +14,16 @@ from absl.testing import parameterized
 import numpy as np
 import pytest
 
-from metajax.data import episodes, omniglot, splits
+from metajax.data import episodes, omniglot, omniglot_tfds, splits
+from tests import helpers
 
-DATA_DIR = os.environ.get(omniglot.ENV_DATA_DIR)
-HAVE_DATA = bool(DATA_DIR) and all(
-    os.path.isfile(os.path.join(DATA_DIR, a)) for a in omniglot.ARCHIVES)
-needs_data = pytest.mark.skipif(
-    not HAVE_DATA, reason=f'real Omniglot not found: set ${omniglot.ENV_DATA_DIR} to the '
-    'folder holding images_background.zip and images_evaluation.zip')
-
-
-def make_subset(data_dir, out_dir, alphabets=2, extract=False):
-  """Official-layout zips (or folders) holding the first `alphabets` alphabets of each set."""
-  os.makedirs(out_dir, exist_ok=True)
-  for archive in omniglot.ARCHIVES:
-    with zipfile.ZipFile(os.path.join(data_dir, archive)) as src:
-      names = sorted(n for n in src.namelist() if n.endswith('.png'))
-      keep = sorted({n.split('/')[1] for n in names})[:alphabets]
-      names = [n for n in names if n.split('/')[1] in keep]
-      if extract:
-        src.extractall(out_dir, members=names)
-      else:
-        with zipfile.ZipFile(os.path.join(out_dir, archive), 'w') as dst:
-          for n in names:
-            dst.writestr(n, src.read(n))
-  return out_dir
-
-
-@needs_data
+@pytest.mark.omniglot
 class SourceTest(parameterized.TestCase):
 
   def test_zip_and_folder_give_identical_arrays(self):
     tmp = self.create_tempdir().full_path
-    zips = make_subset(DATA_DIR, os.path.join(tmp, 'zips'))
-    folders = make_subset(DATA_DIR, os.path.join(tmp, 'folders'), extract=True)
+    zips = helpers.make_subset(helpers.OMNIGLOT_DIR, os.path.join(tmp, 'zips'))
+    folders = helpers.make_subset(helpers.OMNIGLOT_DIR, os.path.join(tmp, 'folders'), extract=True)
     a = omniglot.load(zips, cache_dir=os.path.join(tmp, 'c1'), show_progress=False)
     b = omniglot.load(folders, cache_dir=os.path.join(tmp, 'c2'), show_progress=False)
     np.testing.assert_array_equal(a.images, b.images)
@@ -60,14 +36,14 @@ class SourceTest(parameterized.TestCase):
 
   def test_cache_is_used_then_rebuilt_when_the_source_changes(self):
     tmp = self.create_tempdir().full_path
-    data_dir = make_subset(DATA_DIR, os.path.join(tmp, 'data'), alphabets=1)
+    data_dir = helpers.make_subset(helpers.OMNIGLOT_DIR, os.path.join(tmp, 'data'), alphabets=1)
     cache = os.path.join(tmp, 'cache')
     first = omniglot.load(data_dir, cache_dir=cache, show_progress=False)
     self.assertLen(os.listdir(cache), 1)
     with absltest.mock.patch.object(omniglot, '_read_set', side_effect=AssertionError('rebuilt')):
       again = omniglot.load(data_dir, cache_dir=cache, show_progress=False)
     np.testing.assert_array_equal(first.images, again.images)
-    make_subset(DATA_DIR, data_dir, alphabets=2)  # the source changes
+    helpers.make_subset(helpers.OMNIGLOT_DIR, data_dir, alphabets=2)  # the source changes
     changed = omniglot.load(data_dir, cache_dir=cache, show_progress=False)
     self.assertGreater(len(changed.characters), len(first.characters))
     self.assertNotEqual(changed.fingerprint, first.fingerprint)
@@ -75,7 +51,7 @@ class SourceTest(parameterized.TestCase):
   @parameterized.parameters('truncate', 'garble')
   def test_corrupt_archive_is_a_clear_error_and_builds_no_cache(self, how):
     tmp = self.create_tempdir().full_path
-    data_dir = make_subset(DATA_DIR, os.path.join(tmp, 'data'), alphabets=1)
+    data_dir = helpers.make_subset(helpers.OMNIGLOT_DIR, os.path.join(tmp, 'data'), alphabets=1)
     path = os.path.join(data_dir, 'images_background.zip')
     raw = open(path, 'rb').read()
     if how == 'truncate':
@@ -91,7 +67,7 @@ class SourceTest(parameterized.TestCase):
 
   def test_download_from_a_local_server(self):
     tmp = self.create_tempdir().full_path
-    served = make_subset(DATA_DIR, os.path.join(tmp, 'served'), alphabets=1)
+    served = helpers.make_subset(helpers.OMNIGLOT_DIR, os.path.join(tmp, 'served'), alphabets=1)
     handler = functools.partial(_QuietHandler, directory=served)
     server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -117,7 +93,7 @@ class OfflineTest(parameterized.TestCase):
 
   def test_missing_files_without_download(self):
     target = self.create_tempdir().full_path
-    with self.assertRaisesRegex(FileNotFoundError, 'not in --data_dir=' + target):
+    with self.assertRaisesRegex(FileNotFoundError, 'not in data_dir=' + target):
       omniglot.load(target, download_missing=False)
 
 
@@ -146,23 +122,12 @@ class SplitTest(absltest.TestCase):
     self.assertEqual([len(lake[s]) for s in splits.SUBSETS], [864, 100, 659])
 
 
-def fake_images(characters=30, drawings=20):
-  """Image c, d holds c in pixel (0, 0), d in pixel (0, 1), and an L-shaped mark."""
-  images = np.zeros((characters, drawings, 8, 8), np.uint8)
-  for c in range(characters):
-    for d in range(drawings):
-      images[c, d, 0, 0], images[c, d, 0, 1] = c, d
-      images[c, d, 5:, 6] = 255
-      images[c, d, 7, 3:7] = 255
-  return images
-
-
 class SamplerTest(parameterized.TestCase):
 
   def sampler(self, ways=5, shots=2, query=3, rotations=True, seed=0):
     turns = np.arange(4) if rotations else np.zeros(1, int)
     classes = np.stack(np.meshgrid(np.arange(30), turns, indexing='ij'), -1).reshape(-1, 2)
-    return episodes.EpisodeSampler(fake_images(), classes, ways, shots, query, seed)
+    return episodes.EpisodeSampler(helpers.fake_images(), classes, ways, shots, query, seed)
 
   def identify(self, x):
     """(character, drawing, quarter turns) of each float image [n, 8, 8, 1]."""
@@ -231,8 +196,8 @@ class SamplerTest(parameterized.TestCase):
       list(episodes.prefetch(make, 0, 10))
 
   @parameterized.parameters(
-      (dict(ways=121), r'--ways=121: the train split has only 120 classes'),
-      (dict(shots=15, query=6), r'--shots=15 plus --query=6 is 21 images per class, but each class has only 20'),
+      (dict(ways=121), r'ways=121: the train split has only 120 classes'),
+      (dict(shots=15, query=6), r'shots=15 plus query=6 is 21 images per class, but each class has only 20'),
   )
   def test_impossible_episodes_are_clear_errors(self, kwargs, message):
     with self.assertRaisesRegex(ValueError, message):
@@ -253,7 +218,7 @@ class TfdsTest(parameterized.TestCase):
 
   def test_tfds_source_under_mock_data(self):
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-    from metajax import train  # pylint: disable=g-import-not-at-top
+    from metajax import loop  # pylint: disable=g-import-not-at-top
     from metajax.config import Config  # pylint: disable=g-import-not-at-top
     rng = np.random.default_rng(0)
     # Background: 3 alphabets x 4 characters; evaluation: 2 x 3; 20 drawings each,
@@ -276,7 +241,7 @@ class TfdsTest(parameterized.TestCase):
       return splits_[split]
 
     with tfds.testing.mock_data(as_data_source_fn=as_data_source):
-      data = omniglot.load_tfds(show_progress=False)
+      data = omniglot_tfds.load_tfds(show_progress=False)
       self.assertEqual(data.images.shape, (18, 20, 28, 28))
       self.assertEqual(sum(c.startswith('background/') for c in data.characters), 12)
       self.assertTrue(all(c.endswith(('character01', 'character02', 'character03',
@@ -289,6 +254,6 @@ class TfdsTest(parameterized.TestCase):
       with absltest.mock.patch.object(
           splits, 'lake_characters',
           lambda chars: {'train': chars[:10], 'val': chars[10:12], 'test': chars[12:]}):
-        result = train.train_and_evaluate(config, self.create_tempdir().full_path,
-                                          show_progress=False)
+        result = loop.train_and_evaluate(config, self.create_tempdir().full_path,
+                                         show_progress=False)
       self.assertEqual(result.records[0]['num_tasks'], 4)

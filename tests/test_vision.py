@@ -11,29 +11,21 @@ import numpy as np
 import optax
 import pytest
 
-from metajax import algorithms, train
+from metajax import algorithms, loop, step
 from metajax.config import Config
-from metajax.data import accuracy, cross_entropy
+from metajax.losses import accuracy, cross_entropy
 from metajax.algorithms.protonet import prototype_logits
 from metajax.models import BatchStatNorm, Conv4, ResNet12
 from metajax.models.conv import Conv3x3, max_pool_2x2
-from metajax.types import Split, Task
-from tests.test_omniglot import DATA_DIR, needs_data
+from metajax.types import Split
+from tests import helpers
+from tests.helpers import image_tasks
 
 KEY = jax.random.PRNGKey(0)
 
 
 def param_count(tree):
   return sum(x.size for x in jax.tree.leaves(tree))
-
-
-def image_tasks(num_tasks=2, ways=3, shots=1, query=2, size=28):
-  k1, k2 = jax.random.split(KEY)
-  xs = jax.random.uniform(k1, (num_tasks, ways * shots, size, size, 1))
-  xq = jax.random.uniform(k2, (num_tasks, ways * query, size, size, 1))
-  ys = jnp.tile(jnp.repeat(jnp.arange(ways), shots), (num_tasks, 1))
-  yq = jnp.tile(jnp.repeat(jnp.arange(ways), query), (num_tasks, 1))
-  return Task(Split(xs, ys), Split(xq, yq))
 
 
 class Conv4Test(parameterized.TestCase):
@@ -152,15 +144,17 @@ class ProtoNetTest(parameterized.TestCase):
 
 class EveryAlgorithmOnImagesTest(parameterized.TestCase):
 
-  @parameterized.parameters('maml', 'fomaml', 'reptile', 'anil', 'metasgd', 'imaml',
-                            'pretrained', 'protonet', 'predictor')
+  @parameterized.parameters(*algorithms.ALGORITHMS)
   def test_one_meta_step_on_image_tasks(self, name):
     model = Conv4(out=3, channels=(8,) * 4)
-    learner = algorithms.make(name, model, cross_entropy, inner_lr=0.1, inner_steps=2)
+    learner = helpers.learner(name, model=model, loss_fn=cross_entropy, dataset='omniglot',
+                              **helpers.usable(name, inner_lr=0.1, inner_steps=2,
+                                               pretrain_classes=3))
     tasks = image_tasks()
     opt = optax.adam(1e-3)
-    state = train.create_train_state(learner, opt, KEY, jax.tree.map(lambda v: v[0], tasks))
-    new_state, metrics = train.make_meta_train_step(learner, opt, donate=False)(state, tasks, KEY)
+    state = step.create_train_state(learner, opt, KEY, jax.tree.map(lambda v: v[0], tasks))
+    batch = Split(tasks.support.x[0], tasks.support.y[0]) if learner.batch_loss else tasks
+    new_state, metrics = step.make_meta_train_step(learner, opt, donate=False)(state, batch, KEY)
     chex.assert_tree_all_finite((new_state.theta, metrics))
     self.assertGreater(float(metrics['grad_norm']), 0)
     self.assertEqual(int(new_state.nonfinite_step), -1)
@@ -170,15 +164,15 @@ class EveryAlgorithmOnImagesTest(parameterized.TestCase):
     self.assertBetween(float(accuracy(logits, tasks.query.y[0])), 0.0, 1.0)
 
 
-@needs_data
+@pytest.mark.omniglot
 class RealOmniglotTest(parameterized.TestCase):
 
   def test_short_protonet_run_is_well_above_chance(self):
     config = Config(dataset='omniglot', algorithm='protonet', ways=5, shots=1, query=5,
                     eval_query=5, meta_batch_size=1, meta_lr=1e-3, num_steps=60,
-                    log_every=20, checkpoint_every=60, eval_tasks=100, data_dir=DATA_DIR)
-    result = train.train_and_evaluate(config, self.create_tempdir().full_path,
-                                      show_progress=False)
+                    log_every=20, checkpoint_every=60, eval_tasks=100, data_dir=helpers.OMNIGLOT_DIR)
+    result = loop.train_and_evaluate(config, self.create_tempdir().full_path,
+                                     show_progress=False)
     (record,) = result.records
     self.assertEqual(record['metric'], 'accuracy')
     self.assertEqual(record['num_tasks'], 100)
@@ -191,13 +185,13 @@ class RealOmniglotTest(parameterized.TestCase):
     workdir = self.create_tempdir().full_path
     config = Config(dataset='omniglot', algorithm='protonet', ways=5, shots=1, query=5,
                     meta_batch_size=1, num_steps=60, log_every=20, checkpoint_every=60,
-                    eval_tasks=10, data_dir=DATA_DIR)
-    train.train_and_evaluate(config, workdir, show_progress=False)
+                    eval_tasks=10, data_dir=helpers.OMNIGLOT_DIR)
+    loop.train_and_evaluate(config, workdir, show_progress=False)
     learner = load_learner(workdir)
     self.assertEqual(learner.step, 60)
     # Five characters of the evaluation set, drawn as in the official release:
     # 105x105 bool, paper True. Drawing 0 is the support, drawings 1-8 the queries.
-    with zipfile.ZipFile(os.path.join(DATA_DIR, 'images_evaluation.zip')) as z:
+    with zipfile.ZipFile(os.path.join(helpers.OMNIGLOT_DIR, 'images_evaluation.zip')) as z:
       names = sorted(n for n in z.namelist() if n.endswith('.png'))
       characters = sorted({n.rsplit('/', 1)[0] for n in names})[::97][:5]
       drawings = [[np.asarray(Image.open(z.open(n))) for n in names if n.startswith(c + '/')][:9]

@@ -25,7 +25,7 @@ import optax
 
 from metajax import inner
 from metajax.algorithms.imaml import implicit_meta_gradient
-from metajax.learner import split_loss
+from metajax.algorithms.common import split_loss
 from metajax.types import Array, LossFn, Params, Task
 
 
@@ -59,7 +59,7 @@ def inner_trajectory(loss: Callable[[Params], Array], params: Params,
 
 def task_meta_gradients(model: nn.Module, loss_fn: LossFn, variables: Params, task: Task,
                         optimizer: optax.GradientTransformation, num_steps: int,
-                        imaml_lambda: float, cg_steps: int) -> dict[str, Array]:
+                        lam: float, cg_steps: int) -> dict[str, Array]:
   """The flattened meta-gradients of one task (see the module docstring).
 
   Returns:
@@ -77,8 +77,7 @@ def task_meta_gradients(model: nn.Module, loss_fn: LossFn, variables: Params, ta
   so = jax.grad(outer)(variables, False)
   fo = jax.grad(outer)(variables, True)
   phi = inner.inner_loop(support, variables, optimizer, num_steps).params
-  implicit = implicit_meta_gradient(support, phi, jax.grad(query)(phi), imaml_lambda,
-                                    cg_steps)
+  implicit = implicit_meta_gradient(support, phi, jax.grad(query)(phi), lam, cg_steps)
   flat = lambda tree: ravel_pytree(tree)[0]
   so, fo, implicit = flat(so), flat(fo), flat(implicit)
   return {'second_order': so, 'first_order': fo, 'hessian_term': so - fo,
@@ -86,9 +85,8 @@ def task_meta_gradients(model: nn.Module, loss_fn: LossFn, variables: Params, ta
 
 
 def compare_meta_gradients(model: nn.Module, loss_fn: LossFn, variables: Params,
-                           tasks: Task, *, inner_lr: float, inner_steps: int,
-                           inner_optimizer: str = 'sgd', imaml_lambda: float = 1.0,
-                           cg_steps: int = 10,
+                           tasks: Task, *, inner_optimizer: optax.GradientTransformation,
+                           inner_steps: int, lam: float = 1.0, cg_steps: int = 10,
                            per_task: bool = False) -> dict[str, Any]:
   """Second-order, first-order, Hessian-term and implicit meta-gradients of a batch.
 
@@ -96,8 +94,8 @@ def compare_meta_gradients(model: nn.Module, loss_fn: LossFn, variables: Params,
     model, loss_fn: the learner's model and loss.
     variables: the model's variables theta (e.g. `state.theta['model']`).
     tasks: a batch of T tasks.
-    inner_lr, inner_steps, inner_optimizer: the inner loop.
-    imaml_lambda, cg_steps: the implicit gradient's lambda and CG iterations.
+    inner_optimizer, inner_steps: the inner loop (any optax transformation).
+    lam, cg_steps: the implicit gradient's lambda and CG iterations.
     per_task: also return the [T, n] gradients.
 
   Returns:
@@ -106,15 +104,13 @@ def compare_meta_gradients(model: nn.Module, loss_fn: LossFn, variables: Params,
     ||FO||); per-task means of the same cosines and ratio (`task_*`); and the
     signal-to-noise ratio of each kind over the tasks (`snr_*`).
   """
-  optimizer = inner.inner_optimizer(inner_optimizer, inner_lr)
   grads = jax.jit(jax.vmap(
-      lambda t: task_meta_gradients(model, loss_fn, variables, t, optimizer, inner_steps,
-                                    imaml_lambda, cg_steps)))(tasks)
+      lambda t: task_meta_gradients(model, loss_fn, variables, t, inner_optimizer, inner_steps,
+                                    lam, cg_steps)))(tasks)
   mean = {k: jnp.mean(v, 0) for k, v in grads.items()}
   norm = lambda v: float(jnp.linalg.norm(v))
   out = {
-      'inner_steps': inner_steps, 'inner_lr': inner_lr, 'num_tasks': int(
-          grads['first_order'].shape[0]),
+      'inner_steps': inner_steps, 'num_tasks': int(grads['first_order'].shape[0]),
       'cos_so_fo': float(cosine(mean['second_order'], mean['first_order'])),
       'cos_so_implicit': float(cosine(mean['second_order'], mean['implicit'])),
       'norm_so': norm(mean['second_order']), 'norm_fo': norm(mean['first_order']),

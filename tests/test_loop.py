@@ -1,0 +1,119 @@
+"""The training loop and the run directory: files, validation, resume, refusals, the NaN stop."""
+
+import json
+import os
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import chex
+import jax.numpy as jnp
+
+from metajax import loop
+from metajax import rundir
+from metajax import step as step_lib
+from metajax.checkpoint import Checkpointer
+from metajax.config import Config
+from metajax.data.sinusoid import SinusoidSource
+
+TINY = dict(num_steps=40, log_every=10, checkpoint_every=20, eval_tasks=50,
+            hidden=(16, 16), meta_batch_size=4)
+
+
+class TrainLoopTest(parameterized.TestCase):
+
+  def test_writes_the_run_directory_and_traces_once(self, ):
+    workdir = self.create_tempdir().full_path
+    config = Config(**TINY)
+    calls = []
+    original = step_lib.make_meta_train_step
+
+    def counting(learner, optimizer, donate=True, **kwargs):
+      fn = learner.outer_loss
+      learner = learner._replace(outer_loss=lambda *a: (calls.append(1), fn(*a))[1])
+      return original(learner, optimizer, donate, **kwargs)
+
+    with absltest.mock.patch.object(step_lib, 'make_meta_train_step', counting):
+      result = loop.train_and_evaluate(config, workdir, show_progress=False)
+    self.assertLen(calls, 1)  # 40 steps, one trace
+    for name in ('config.json', 'flags.txt', 'metrics.jsonl', 'eval.json', 'tensorboard',
+                 'checkpoints'):
+      self.assertTrue(os.path.exists(os.path.join(workdir, name)), name)
+    self.assertTrue(os.listdir(os.path.join(workdir, 'tensorboard')))
+    with open(os.path.join(workdir, 'eval.json')) as f:
+      records = json.load(f)
+    self.assertEqual([r['inner_steps'] for r in records], [0, 1, 10])
+    for r in records:
+      self.assertEqual(r['metric'], 'mse')
+      self.assertEqual(r['num_tasks'], 50)
+      self.assertGreater(r['ci95'], 0)
+    self.assertEqual(sorted(int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints'))
+                            if s.isdigit()), [20, 40])
+    self.assertEqual(int(result.state.step), 40)
+
+  def test_validation_keeps_the_best_checkpoint_and_tests_it(self):
+    workdir = self.create_tempdir().full_path
+    config = Config(**{**TINY, 'num_steps': 60, 'eval_every': 20})
+    result = loop.train_and_evaluate(config, workdir, show_progress=False)
+    with open(os.path.join(workdir, 'best', 'best.json')) as f:
+      best = json.load(f)
+    val = [r for r in _rows(workdir) if r['split'] == 'val']
+    self.assertEqual([r['step'] for r in val], [20, 40, 60])
+    scores = {r['step']: r['mse_10_steps'] for r in val}
+    self.assertEqual(best['step'], min(scores, key=scores.get))
+    self.assertAlmostEqual(best['value'], scores[best['step']], places=5)
+    self.assertEqual(int(result.state.step), best['step'])
+    for r in result.records:
+      self.assertEqual((r['checkpoint_step'], r['selected_on']), (best['step'], 'val'))
+    _, loaded = rundir.load_run(workdir)
+    chex.assert_trees_all_equal(loaded.theta, result.state.theta)
+    _, latest = rundir.load_run(workdir, prefer_best=False)
+    self.assertEqual(int(latest.step), 60)
+
+  def test_resume_continues_where_it_stopped(self):
+    workdir = self.create_tempdir().full_path
+    full = loop.train_and_evaluate(Config(**TINY), self.create_tempdir().full_path,
+                                    show_progress=False)
+    loop.train_and_evaluate(Config(**{**TINY, 'num_steps': 20}), workdir,
+                             show_progress=False)
+    resumed = loop.train_and_evaluate(Config(**TINY), workdir, show_progress=False)
+    chex.assert_trees_all_equal(resumed.state.theta, full.state.theta)
+    self.assertEqual(resumed.records, full.records)
+
+  def test_workdir_with_other_config_is_refused_and_untouched(self):
+    workdir = self.create_tempdir().full_path
+    loop.train_and_evaluate(Config(**{**TINY, 'num_steps': 10}), workdir, show_progress=False)
+    before = {name: os.path.getmtime(os.path.join(workdir, name)) for name in os.listdir(workdir)}
+    with self.assertRaisesRegex(rundir.ConfigMismatchError,
+                                r'--shots=10 there, 5 here.*--inner_lr=0.01 there, 0.1 here'):
+      loop.train_and_evaluate(Config(**{**TINY, 'shots': 5, 'inner_lr': 0.1}), workdir,
+                               show_progress=False)
+    after = {name: os.path.getmtime(os.path.join(workdir, name)) for name in os.listdir(workdir)}
+    self.assertEqual(before, after)
+
+  def test_nan_meta_gradient_stops_with_the_step_and_keeps_the_last_checkpoint(self):
+    workdir = self.create_tempdir().full_path
+    config = Config(**{**TINY, 'num_steps': 60, 'checkpoint_every': 20, 'log_every': 5})
+    real_batch = SinusoidSource.train_batch
+
+    def poisoned_batch(source, step, share=None):
+      tasks = real_batch(source, step, share)
+      if step + 1 >= 27:  # meta-step 27 onwards sees a NaN target
+        tasks = tasks._replace(query=tasks.query._replace(y=tasks.query.y * jnp.nan))
+      return tasks
+
+    with absltest.mock.patch.object(SinusoidSource, 'train_batch', poisoned_batch):
+      with self.assertRaisesRegex(FloatingPointError,
+                                  r'meta-step 27 .*last good checkpoint, step 20.*--inner_lr'):
+        loop.train_and_evaluate(config, workdir, show_progress=False)
+    checkpointer = Checkpointer(workdir)
+    self.assertEqual(checkpointer.latest_step(), 20)
+    _, state = rundir.load_run(workdir)
+    self.assertEqual(int(state.step), 20)
+    self.assertEqual(int(state.nonfinite_step), -1)
+    chex.assert_tree_all_finite(state.theta)
+    self.assertFalse(os.path.exists(os.path.join(workdir, 'eval.json')))
+
+
+def _rows(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
