@@ -38,7 +38,7 @@ def process_share(meta_batch_size: int) -> tuple[int, int]:
   """(first task, number of tasks) that this process samples of each meta-batch."""
   count = jax.process_count()
   if meta_batch_size % count:
-    raise ValueError(f'--meta_batch_size={meta_batch_size} does not divide over '
+    raise ValueError(f'meta_batch_size={meta_batch_size} does not divide over '
                      f'{count} processes')
   share = meta_batch_size // count
   return jax.process_index() * share, share
@@ -68,18 +68,18 @@ def make_mesh(mesh_shape: Optional[Sequence[int]] = None, devices=None) -> Mesh:
   devices = list(jax.devices() if devices is None else devices)
   shape = tuple(mesh_shape) if mesh_shape else (len(devices),)
   if int(np.prod(shape)) != len(devices):
-    raise ValueError(f'--mesh_shape={",".join(map(str, shape))}: needs '
+    raise ValueError(f'mesh_shape={",".join(map(str, shape))}: needs '
                      f'{int(np.prod(shape))} devices, there are {len(devices)}')
   names = (TASKS, 'model')[:len(shape)]
   if len(shape) > 2:
-    raise ValueError(f'--mesh_shape={",".join(map(str, shape))}: at most two axes (tasks, model)')
+    raise ValueError(f'mesh_shape={",".join(map(str, shape))}: at most two axes (tasks, model)')
   return Mesh(np.asarray(devices).reshape(shape), names)
 
 
 def check_meta_batch(mesh: Mesh, meta_batch_size: int) -> None:
   shards = mesh.shape[TASKS]
   if meta_batch_size % shards:
-    raise ValueError(f'--meta_batch_size={meta_batch_size} does not divide over the {shards} '
+    raise ValueError(f'meta_batch_size={meta_batch_size} does not divide over the {shards} '
                      f'devices of the mesh\'s tasks axis; use a multiple of {shards}')
 
 

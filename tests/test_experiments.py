@@ -11,24 +11,10 @@ from absl.testing import parameterized
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
-from tests.test_omniglot import needs_data
+from tests.helpers import REPO, checkpoints, script
 
 FAST = ['--num_steps=60', '--log_every=10', '--checkpoint_every=20', '--eval_tasks=50',
         '--hidden=16,16', '--meta_batch_size=4', '--progress=false']
-
-
-def script(name, *args, **kwargs):
-  env = {**os.environ, 'PYTHONPATH': REPO + os.pathsep + os.environ.get('PYTHONPATH', '')}
-  return subprocess.run([sys.executable, os.path.join(REPO, 'experiments', name), *args],
-                        capture_output=True, text=True, env=env, timeout=600, **kwargs)
-
-
-def checkpoints(workdir):
-  path = os.path.join(workdir, 'checkpoints')
-  if not os.path.isdir(path):
-    return []
-  return sorted(int(s) for s in os.listdir(path) if s.isdigit())
 
 
 class ScriptsTest(parameterized.TestCase):
@@ -86,7 +72,7 @@ class ScriptsTest(parameterized.TestCase):
                                           torch.tensor(query)).numpy()
     np.testing.assert_allclose(theirs, ours, rtol=1e-5, atol=1e-5)
 
-  @needs_data
+  @pytest.mark.omniglot
   def test_omniglot_table_trains_its_rows_and_tests_protonet_on_20_ways(self):
     workdir = self.create_tempdir().full_path
     out = script('omniglot_table.py', f'--workdir={workdir}', '--rows=protonet_5w1s,fomaml_5w1s',
@@ -152,6 +138,11 @@ class ScriptsTest(parameterized.TestCase):
       (['--inner_optimizer=lbfgs'], "--inner_optimizer='lbfgs': choose one of sgd"),
       (['--meta_optimizer=adamm'], "--meta_optimizer='adamm': not an optax optimizer"),
       (['--ways=5'], '--ways=5: sinusoid regression has no classes'),
+      (['--dataset=omniglot', '--algorithm=protonet', '--remat'],
+       '--remat=True: --algorithm=protonet does not use it (its settings: none)'),
+      (['--algorithm=reptile', '--backprop_steps=2'],
+       '--backprop_steps=2: --algorithm=reptile does not use it'),
+      (['--algorithm=finetune'], '--algorithm=\'finetune\': finetune handles classification'),
   )
   def test_bad_flags_give_a_clear_error_and_write_nothing(self, args, message):
     workdir = os.path.join(self.create_tempdir().full_path, 'run')

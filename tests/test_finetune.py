@@ -3,6 +3,7 @@
 import json
 import os
 
+from absl.testing import absltest
 from absl.testing import parameterized
 import chex
 import flax.linen as nn
@@ -10,16 +11,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import optax
+
 from metajax import algorithms
-from metajax import builders
-from metajax import train
+from metajax import loop
+from metajax import rundir
 from metajax.algorithms.finetune import COSINE_SCALE, head_logits
 from metajax.config import Config
-from metajax.data import accuracy, cross_entropy, episodes
-from metajax.inference import load_learner
+from metajax.data import episodes
+from metajax.losses import accuracy, cross_entropy
+from metajax.run import Run
 from metajax.types import Split, Task
-from tests.test_miniimagenet import CLASSES, make_fixture
-from tests.test_omniglot import fake_images
+from tests.helpers import CLASSES, fake_images, make_fixture
 
 KEY = jax.random.PRNGKey(0)
 
@@ -46,9 +49,8 @@ class HeadTest(parameterized.TestCase):
 
   @parameterized.parameters('linear', 'cosine')
   def test_head_fits_separable_support_to_100_percent(self, head):
-    learner = algorithms.make('finetune', Flatten(), cross_entropy, num_classes=7,
-                              inner_lr=0.05, inner_steps=100, inner_optimizer='adam',
-                              finetune_head=head)
+    learner = algorithms.finetune(Flatten(), cross_entropy, num_classes=7,
+                                  inner_optimizer=optax.adam(0.05), inner_steps=100, head=head)
     task = separable_task()
     theta = learner.init(KEY, task)
     self.assertEqual(theta['classifier']['kernel'].shape, (16, 7))
@@ -70,7 +72,9 @@ class HeadTest(parameterized.TestCase):
     np.testing.assert_allclose(head_logits('linear', head, jnp.asarray(features)),
                                features @ kernel, rtol=1e-5)
 
-  def test_bad_settings_name_their_flag(self):
+  def test_bad_settings_name_their_argument_or_flag(self):
+    with self.assertRaisesRegex(ValueError, r"^head='svm': choose one of linear, cosine"):
+      algorithms.finetune(Flatten(), cross_entropy, num_classes=3, head='svm')
     with self.assertRaisesRegex(ValueError, r"--finetune_head='svm'"):
       Config(algorithm='finetune', dataset='omniglot', finetune_head='svm').validate()
     with self.assertRaisesRegex(ValueError, r"--algorithm='finetune'.*sinusoid"):
@@ -98,7 +102,7 @@ class SupervisedBatchTest(parameterized.TestCase):
 
 
 def _run(config, workdir):
-  return train.train_and_evaluate(config, workdir, show_progress=False)
+  return loop.train_and_evaluate(config, workdir, show_progress=False)
 
 
 class Killed(Exception):
@@ -107,30 +111,21 @@ class Killed(Exception):
 
 def _run_until_killed(config, workdir, step):
   """Runs `config` in `workdir` and stops it dead when batch `step` is requested."""
-  original = builders.make_source
+  original = Run.train_batches
 
-  def make_source(*args, **kwargs):
-    source = original(*args, **kwargs)
-    batches = source.batches
+  def killing(run, start, stop, share=None):
+    for i, batch in zip(range(start, stop), original(run, start, stop, share)):
+      if i == step:
+        raise Killed(i)
+      yield batch
 
-    def killing(start, stop, share=None):
-      for i, batch in zip(range(start, stop), batches(start, stop, share)):
-        if i == step:
-          raise Killed(i)
-        yield batch
-
-    source.batches = killing
-    return source
-
-  builders.make_source = make_source
-  try:
-    train.train_and_evaluate(config, workdir, show_progress=False)
-  except Killed:
-    pass
-  else:
-    raise AssertionError('the run was not stopped')
-  finally:
-    builders.make_source = original
+  with absltest.mock.patch.object(Run, 'train_batches', killing):
+    try:
+      loop.train_and_evaluate(config, workdir, show_progress=False)
+    except Killed:
+      pass
+    else:
+      raise AssertionError('the run was not stopped')
   assert not os.path.exists(os.path.join(workdir, 'eval.json'))
 
 
@@ -152,7 +147,7 @@ class TrainResumeTest(parameterized.TestCase):
 
     workdir = self.create_tempdir().full_path
     _run_until_killed(config, workdir, 13)  # checkpoint at step 10, killed at 13
-    with self.assertRaisesRegex(train.ConfigMismatchError, r'--num_steps=20 there, 40 here'):
+    with self.assertRaisesRegex(rundir.ConfigMismatchError, r'--num_steps=20 there, 40 here'):
       _run(config.replace(num_steps=40), workdir)  # the schedule spans --num_steps
     resumed = _run(config, workdir)
     chex.assert_trees_all_close(resumed.state.theta, straight.state.theta, rtol=1e-6)
@@ -160,7 +155,7 @@ class TrainResumeTest(parameterized.TestCase):
     with open(os.path.join(workdir, 'config.json')) as f:
       self.assertEqual(json.load(f)['pretrain_classes'], CLASSES['train'])
 
-    trained = load_learner(workdir)  # needs no data: the class count is in config.json
+    trained = rundir.load_learner(workdir)  # needs no data: the class count is in config.json
     rng = np.random.default_rng(0)
     support = rng.integers(0, 256, (4, 84, 84, 3), dtype=np.uint8)
     labels = trained.predict(support, [7, 7, 9, 9], support)

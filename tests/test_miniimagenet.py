@@ -1,55 +1,15 @@
 """miniImageNet from both of its usual layouts, on a small generated fixture."""
 
-import csv
 import os
-import pickle
 
 from absl.testing import parameterized
 import numpy as np
-from PIL import Image
 
-from metajax import train
+from metajax import cli
+from metajax import loop
 from metajax.config import Config
-from metajax.data import MiniImageNetSource, miniimagenet
-
-CLASSES = {'train': 5, 'val': 3, 'test': 4}
-PER_CLASS = 10
-SUBSET_CODES = {'train': 1, 'val': 2, 'test': 3}
-
-
-def make_fixture(root: str, layout: str) -> str:
-  """A tiny miniImageNet in the CSV + images/ layout or the pickle layout.
-
-  Every class has a colour; images are that colour plus noise, so a few-shot
-  learner can tell the classes apart. Both layouts hold the same pixels.
-  """
-  rng = np.random.default_rng(0)
-  os.makedirs(root, exist_ok=True)
-  for subset, count in CLASSES.items():
-    names, images = [], []
-    for c in range(count):
-      wnid = f'n{SUBSET_CODES[subset]}{c:07d}'
-      colour = rng.integers(0, 256, size=3)
-      for i in range(PER_CLASS):
-        noise = rng.integers(-40, 41, size=(84, 84, 3))
-        images.append(np.clip(colour + noise, 0, 255).astype(np.uint8))
-        names.append((f'{wnid}{i:08d}.png', wnid))
-    if layout == 'csv':
-      os.makedirs(os.path.join(root, 'images'), exist_ok=True)
-      with open(os.path.join(root, f'{subset}.csv'), 'w', newline='') as f:
-        writer = csv.writer(f)
-        writer.writerow(['filename', 'label'])
-        for (name, wnid), image in zip(names, images):
-          Image.fromarray(image).save(os.path.join(root, 'images', name))
-          writer.writerow([name, wnid])
-    else:
-      class_dict = {}
-      for row, (_, wnid) in enumerate(names):
-        class_dict.setdefault(wnid, []).append(row)
-      with open(os.path.join(root, f'mini-imagenet-cache-{subset}.pkl'), 'wb') as f:
-        pickle.dump({'image_data': np.stack(images), 'class_dict': class_dict}, f)
-  return root
-
+from metajax.data import miniimagenet
+from tests.helpers import CLASSES, PER_CLASS, make_fixture
 
 class MiniImageNetTest(parameterized.TestCase):
 
@@ -79,7 +39,7 @@ class MiniImageNetTest(parameterized.TestCase):
     data_dir = make_fixture(self.create_tempdir().full_path, 'pickle')
     config = Config(dataset='miniimagenet', algorithm='protonet', ways=3, shots=2, query=3,
                     meta_batch_size=2, data_dir=data_dir, augment=True)
-    source = MiniImageNetSource(config.validate(), show_progress=False)
+    source = miniimagenet.make_source(config.validate(), show_progress=False)
     batch = source.train_batch(0)
     self.assertEqual(batch.support.x.shape, (2, 6, 84, 84, 3))
     self.assertEqual(batch.query.x.dtype, np.float32)
@@ -96,19 +56,21 @@ class MiniImageNetTest(parameterized.TestCase):
     self.assertEqual(out.shape, x.shape)
     np.testing.assert_array_equal(out, miniimagenet.augment(x, np.random.default_rng(1)))
 
-  def test_impossible_episode_names_the_flag(self):
+  def test_impossible_episode_names_the_setting_and_the_scripts_name_the_flag(self):
     data_dir = make_fixture(self.create_tempdir().full_path, 'pickle')
     config = Config(dataset='miniimagenet', ways=4, shots=1, query=1, data_dir=data_dir)
-    with self.assertRaisesRegex(ValueError, '--ways=4: the miniimagenet val split has only 3'):
-      MiniImageNetSource(config.validate(), show_progress=False)
+    with self.assertRaisesRegex(ValueError, '^ways=4: the miniimagenet val split has only 3') as e:
+      miniimagenet.make_source(config.validate(), show_progress=False)
+    self.assertTrue(cli.flag_words(e.exception).startswith(
+        '--ways=4: the miniimagenet val split has only 3'))
 
   def test_protonet_trains_and_evaluates_on_the_fixture(self):
     data_dir = make_fixture(self.create_tempdir().full_path, 'csv')
     config = Config(dataset='miniimagenet', algorithm='protonet', ways=3, shots=1, query=3,
                     meta_batch_size=1, channels=8, num_steps=10, log_every=5,
                     checkpoint_every=10, eval_tasks=20, data_dir=data_dir, augment=True)
-    result = train.train_and_evaluate(config, self.create_tempdir().full_path,
-                                      show_progress=False)
+    result = loop.train_and_evaluate(config, self.create_tempdir().full_path,
+                                     show_progress=False)
     (record,) = result.records
     self.assertEqual((record['metric'], record['num_tasks']), ('accuracy', 20))
     self.assertGreater(record['mean'], 1 / 3)  # colours make the classes easy

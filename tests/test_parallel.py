@@ -9,24 +9,25 @@ import textwrap
 from absl.testing import absltest
 import numpy as np
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 SCRIPT = textwrap.dedent('''
     import os, sys
     os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=' + sys.argv[1]
     import jax, numpy as np, optax
-    from metajax import algorithms, parallel, train
+    from metajax import loop, parallel, rundir, step as step_lib
     from metajax.config import Config
-    from metajax.data import cross_entropy
+    from metajax.losses import cross_entropy
     from metajax.models import Conv4
-    from tests.test_vision import image_tasks
+    from tests import helpers
+    from tests.helpers import image_tasks
     mode, out = sys.argv[2], sys.argv[3]
     assert jax.device_count() == int(sys.argv[1])
     flat = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])
     if mode == 'run':  # the real training loop, MAML on sinusoid, with checkpoints
       config = Config(num_steps=20, log_every=10, checkpoint_every=10, eval_tasks=50,
                       hidden=(16, 16), meta_batch_size=8, eval_inner_steps=(1,))
-      result = train.train_and_evaluate(config, out, show_progress=False)
+      result = loop.train_and_evaluate(config, out, show_progress=False)
       np.save(out + '.npy', flat(result.state.theta))
     elif mode == 'refuse':
       try:
@@ -34,20 +35,21 @@ SCRIPT = textwrap.dedent('''
       except ValueError as e:
         print(e)
     elif mode == 'load':  # restore a run saved by another process
-      _, _, state = train.load_run(out)
+      _, state = rundir.load_run(out)
       np.save(out + '.loaded.npy', flat(state.theta))
     else:  # protonet or maml on image tasks, 20 meta-steps, mesh when > 1 device
-      learner = algorithms.make(mode, Conv4(out=3, channels=(8,) * 4), cross_entropy,
-                                inner_lr=0.1, inner_steps=1)
+      learner = helpers.learner(mode, model=Conv4(out=3, channels=(8,) * 4),
+                                loss_fn=cross_entropy, dataset='omniglot',
+                                **helpers.usable(mode, inner_lr=0.1, inner_steps=1))
       # SGD: a conv bias before batch norm has an exactly-zero gradient up to
       # rounding, which Adam would scale up to full-size steps of noise.
       opt = optax.sgd(0.01)
       tasks = image_tasks(num_tasks=8, ways=3, shots=1, query=2)
-      state = train.create_train_state(learner, opt, jax.random.PRNGKey(0),
-                                       jax.tree.map(lambda v: v[0], tasks))
+      state = step_lib.create_train_state(learner, opt, jax.random.PRNGKey(0),
+                                          jax.tree.map(lambda v: v[0], tasks))
       mesh = parallel.make_mesh() if jax.device_count() > 1 else None
       chunk = 8 if mode == 'maml' else 0  # maml: the scan over chunks, sharded
-      step = train.make_meta_train_step(learner, opt, task_chunk=chunk, mesh=mesh)
+      step = step_lib.make_meta_train_step(learner, opt, task_chunk=chunk, mesh=mesh)
       if mesh is not None:
         state = parallel.replicate(mesh, state)
       for i in range(20):
@@ -65,7 +67,7 @@ SCRIPT = textwrap.dedent('''
 PROCESS = textwrap.dedent('''
     import sys
     import jax, numpy as np
-    from metajax import train
+    from metajax import loop
     from metajax.config import Config
     n, pid, port, workdir, steps = sys.argv[1:6]
     n, pid = int(n), int(pid)
@@ -73,7 +75,7 @@ PROCESS = textwrap.dedent('''
                  process_id=pid) if n > 1 else {}
     config = Config(num_steps=int(steps), log_every=10, checkpoint_every=10, eval_tasks=50,
                     hidden=(16, 16), meta_batch_size=8, eval_inner_steps=(1,), **multi)
-    result = train.train_and_evaluate(config, workdir, show_progress=False)
+    result = loop.train_and_evaluate(config, workdir, show_progress=False)
     np.save(f'{workdir}.{pid}.npy', np.concatenate(
         [np.ravel(np.asarray(x.addressable_data(0))) for x in jax.tree.leaves(result.state.theta)]))
     assert jax.process_count() == n
@@ -146,7 +148,7 @@ class ShardingTest(absltest.TestCase):
 
   def test_meta_batch_that_does_not_divide_is_refused(self):
     out = run(8, 'refuse', self.create_tempdir().full_path).stdout
-    self.assertIn('--meta_batch_size=6 does not divide over the 8 devices', out)
+    self.assertIn('meta_batch_size=6 does not divide over the 8 devices', out)
     from metajax import parallel  # pylint: disable=g-import-not-at-top
-    with self.assertRaisesRegex(ValueError, r'--mesh_shape=4: needs 4 devices'):
+    with self.assertRaisesRegex(ValueError, r'^mesh_shape=4: needs 4 devices'):
       parallel.make_mesh((4,))

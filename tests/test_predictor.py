@@ -8,22 +8,22 @@ import numpy as np
 import optax
 
 from metajax import algorithms
-from metajax import train
+from metajax import step
 from metajax.algorithms.protonet import prototype_logits
 from metajax.config import Config
-from metajax.data import cross_entropy
-from metajax.data.sinusoid import SinusoidFamily, mse
+from metajax.data.sinusoid import SinusoidFamily
+from metajax.losses import cross_entropy, mse
 from metajax.models import MLP, Conv4
 from tests import helpers
-from tests.test_vision import image_tasks
+from tests.helpers import image_tasks
 
 KEY = jax.random.PRNGKey(0)
 
 
 def _classifier(head='cosine', inner_steps=0, ways=3):
   model = Conv4(out=ways, channels=(8,) * 4)
-  learner = algorithms.make('predictor', model, cross_entropy, inner_lr=0.1,
-                            inner_steps=inner_steps, predictor_head=head)
+  learner = algorithms.predictor(model, cross_entropy, inner_optimizer=optax.sgd(0.1),
+                                 inner_steps=inner_steps, head=head)
   return model, learner
 
 
@@ -53,7 +53,7 @@ class PredictorTest(parameterized.TestCase):
     expected = prototype_logits(embed(task.support.x), task.support.y, embed(task.query.x))
     got = learner.predict(theta, task.support, task.query.x, KEY)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
-    protonet = algorithms.make('protonet', model, cross_entropy)
+    protonet = algorithms.protonet(model, cross_entropy)
     np.testing.assert_allclose(got, protonet.predict(
         {'model': theta['model']}, task.support, task.query.x, KEY), rtol=1e-5, atol=1e-4)
 
@@ -78,25 +78,25 @@ class PredictorTest(parameterized.TestCase):
     loss = lambda steps: float(cross_entropy(
         learner.predict(theta, task.support, task.support.x, KEY, steps), task.support.y))
     self.assertLess(loss(3), loss(0))
-    one_shot = algorithms.make('predictor', Conv4(out=3, channels=(8,) * 4), cross_entropy,
-                               inner_lr=0.1, inner_steps=0, predictor_head='dot')
+    one_shot = algorithms.predictor(Conv4(out=3, channels=(8,) * 4), cross_entropy,
+                                    inner_optimizer=optax.sgd(0.1), inner_steps=0, head='dot')
     g3 = jax.grad(lambda t: learner.outer_loss(t, task, KEY)[0])(theta)
     g0 = jax.grad(lambda t: one_shot.outer_loss(t, task, KEY)[0])(theta)
     self.assertFalse(np.allclose(g3['predictor']['kernel'], g0['predictor']['kernel']))
 
   def test_regression_predicts_the_head_from_the_points(self):
-    learner = algorithms.make('predictor', MLP(hidden=(16, 16)), mse, inner_steps=0)
+    learner = algorithms.predictor(MLP(hidden=(16, 16)), mse, inner_steps=0)
     tasks = helpers.sinusoid_tasks(num_tasks=4, shots=10, query=10)
     opt = optax.adam(3e-3)
-    state = train.create_train_state(learner, opt, KEY, helpers.first(tasks))
-    step = train.make_meta_train_step(learner, opt, donate=False)
+    state = step.create_train_state(learner, opt, KEY, helpers.first(tasks))
+    meta_step = step.make_meta_train_step(learner, opt, donate=False)
     family = SinusoidFamily()
     held_out = family.sample(jax.random.PRNGKey(7), 100, 10, 20)
     query_mse = lambda theta: float(jnp.mean(jax.vmap(
         lambda t: learner.outer_loss(theta, t, KEY)[0])(held_out)))
     before = query_mse(state.theta)
     for i in range(300):
-      state, _ = step(state, family.sample(jax.random.PRNGKey(i), 25, 10, 10), KEY)
+      state, _ = meta_step(state, family.sample(jax.random.PRNGKey(i), 25, 10, 10), KEY)
     after = query_mse(state.theta)
     self.assertLess(after, 0.5 * before)
     predictions = learner.predict(state.theta, helpers.first(held_out).support,
@@ -104,6 +104,8 @@ class PredictorTest(parameterized.TestCase):
     self.assertEqual(predictions.shape, (20, 1))
 
   def test_bad_head_and_steps_name_their_flag(self):
+    with self.assertRaisesRegex(ValueError, r"^head='l2': choose one of cosine, dot, euclidean"):
+      algorithms.predictor(MLP(), mse, head='l2')
     with self.assertRaisesRegex(ValueError, r"--predictor_head='l2'"):
       Config(algorithm='predictor', predictor_head='l2').validate()
     Config(algorithm='predictor', inner_steps=0).validate()
