@@ -18,10 +18,12 @@ POSITIVE = ('shots', 'meta_batch_size', 'num_steps', 'checkpoint_every', 'log_ev
 
 
 def fail(flag: str, value, why: str):
+  """Raises `ValueError('--flag=value: why')` (strings quoted, lists comma-separated)."""
   if isinstance(value, (tuple, list)):
-    value = ','.join(map(str, value))
-  raise ValueError(f'--{flag}={value!r}: {why}' if isinstance(value, str)
-                   else f'--{flag}={value}: {why}')
+    text = ','.join(map(str, value))
+  else:
+    text = repr(value) if isinstance(value, str) else str(value)
+  raise ValueError(f'--{flag}={text}: {why}')
 
 
 def choose(flag: str, value, choices) -> None:

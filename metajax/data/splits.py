@@ -47,7 +47,7 @@ def classes(characters: list[str], split: str, subset: str, rotations: bool) -> 
   elif split == 'lake':
     names = lake_characters(characters)[subset]
   else:
-    raise ValueError(f'--split={split!r}: choose one of vinyals, lake')
+    raise ValueError(f'split={split!r}: choose one of vinyals, lake')
   index = {c: i for i, c in enumerate(characters)}
   missing = [n for n in names if n not in index]
   if missing:
