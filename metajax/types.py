@@ -29,4 +29,3 @@ class Task(NamedTuple):
 
 
 LossFn = Callable[[Array, Array], Array]  # (predictions, targets) -> scalar
-ApplyFn = Callable[[Params, Array], Array]  # (variables, inputs) -> predictions

@@ -28,14 +28,6 @@ class MetricWriter:
     self._tb.close()
 
 
-def read_metrics(workdir: str) -> list[dict]:
-  path = os.path.join(workdir, 'metrics.jsonl')
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
-
-
 def _truncate_after(path: str, step: int) -> None:
   """Drops rows logged after `step`: a resumed run logs those steps again."""
   if not os.path.exists(path):

@@ -42,7 +42,7 @@ class RegistryTest(parameterized.TestCase):
       self.assertTrue(jnp.issubdtype(task.support.y.dtype, kind), name)
 
   def test_names_are_registered_once_and_unknown_names_name_the_argument(self):
-    with self.assertRaisesRegex(ValueError, r"^name='maml': an algorithm of that name"):
+    with self.assertRaisesRegex(ValueError, r"^name='maml': algorithm of that name is registered already"):
       registry.register(ALGORITHMS['maml'])
     with self.assertRaisesRegex(ValueError, r"^algorithm='mamll': choose one of maml, fomaml"):
       registry.get('mamll')

@@ -101,7 +101,8 @@ def finetune(model: nn.Module, loss_fn: LossFn, *, num_classes: int,
 register(AlgorithmSpec(
     name='finetune', summary='pre-train, fine-tune a new head: Baseline / Baseline++ (Chen et al. 2019)',
     settings=('inner_lr', 'inner_steps', 'inner_optimizer', 'finetune_head', 'pretrain_classes'),
-    # The paper fits each test head with 100 steps of Adam at 0.01.
+    # As the Omniglot preset (experiments/configs/omniglot_baseline.flags): each test
+    # head fitted by 100 steps of Adam at 0.01, evaluated after those 100 steps.
     defaults={'inner_lr': 0.01, 'inner_steps': 100, 'inner_optimizer': 'adam',
               'finetune_head': 'linear', 'eval_inner_steps': (100,)},
     choices={'finetune_head': HEADS}, from_data={'pretrain_classes': 'num_train_classes'},

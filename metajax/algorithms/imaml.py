@@ -111,6 +111,7 @@ def imaml(model: nn.Module, loss_fn: LossFn, *,
 register(AlgorithmSpec(
     name='imaml', summary='iMAML: implicit gradients by conjugate gradient (Rajeswaran et al. 2019)',
     settings=('inner_lr', 'inner_steps', 'inner_optimizer', 'imaml_lambda', 'cg_steps'),
+    # iMAML's gradient is exact at the inner solution: more steps than MAML's.
     defaults={'inner_lr': 0.01, 'inner_steps': 5, 'inner_optimizer': 'sgd',
               'imaml_lambda': 1.0, 'cg_steps': 5},
     build=lambda s, model, loss_fn, opt: imaml(

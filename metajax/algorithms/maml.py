@@ -13,6 +13,7 @@ References:
   Learning", arXiv:1707.09835, 2017.
 """
 
+import functools
 from typing import Optional
 
 import flax.linen as nn
@@ -130,20 +131,22 @@ def _inner_kwargs(s, inner_optimizer):
           'remat': s['remat']}
 
 
-register(AlgorithmSpec(
-    name='maml', summary='MAML, second order (Finn et al. 2017)',
-    settings=MAML_SETTINGS, defaults=MAML_DEFAULTS, dataset_defaults=MAML_DATASET_DEFAULTS,
-    build=lambda s, model, loss_fn, opt: maml(
-        model, loss_fn, backprop_steps=s['backprop_steps'], **_inner_kwargs(s, opt))))
+def _build_truncatable(factory, s, model, loss_fn, inner_optimizer):
+  return factory(model, loss_fn, backprop_steps=s['backprop_steps'],
+                 **_inner_kwargs(s, inner_optimizer))
+
+
+for _name, _factory, _summary in (
+    ('maml', maml, 'MAML, second order (Finn et al. 2017)'),
+    ('anil', anil, 'ANIL: only the head adapts (Raghu et al. 2020)')):
+  register(AlgorithmSpec(
+      name=_name, summary=_summary, settings=MAML_SETTINGS, defaults=MAML_DEFAULTS,
+      dataset_defaults=MAML_DATASET_DEFAULTS,
+      build=functools.partial(_build_truncatable, _factory)))
 register(AlgorithmSpec(
     name='fomaml', summary='first-order MAML',
     settings=MAML_SETTINGS[:-1], defaults=MAML_DEFAULTS, dataset_defaults=MAML_DATASET_DEFAULTS,
     build=lambda s, model, loss_fn, opt: fomaml(model, loss_fn, **_inner_kwargs(s, opt))))
-register(AlgorithmSpec(
-    name='anil', summary='ANIL: only the head adapts (Raghu et al. 2020)',
-    settings=MAML_SETTINGS, defaults=MAML_DEFAULTS, dataset_defaults=MAML_DATASET_DEFAULTS,
-    build=lambda s, model, loss_fn, opt: anil(
-        model, loss_fn, backprop_steps=s['backprop_steps'], **_inner_kwargs(s, opt))))
 register(AlgorithmSpec(
     name='metasgd', summary='Meta-SGD: meta-learned per-parameter rates, from --inner_lr',
     settings=MAML_SETTINGS, defaults=MAML_DEFAULTS, dataset_defaults=MAML_DATASET_DEFAULTS,

@@ -13,7 +13,7 @@ import flax.linen as nn
 import optax
 
 from metajax.algorithms import common
-from metajax.algorithms.registry import AlgorithmSpec, register
+from metajax.algorithms.registry import INNER_SETTINGS, AlgorithmSpec, build_inner, register
 from metajax.learner import MetaLearner
 from metajax.types import LossFn, Params, PRNGKey, Task
 
@@ -23,14 +23,9 @@ def pretrained(model: nn.Module, loss_fn: LossFn, *,
                inner_steps: int = 1) -> MetaLearner:
   """Joint training on all tasks' samples, fine-tuning at test time.
 
-  Args:
-    model: a flax module.
-    loss_fn: `(predictions, targets) -> scalar`.
-    inner_optimizer: the fine-tuning optimizer at test time.
-    inner_steps: fine-tuning steps at test time.
-
-  Returns:
-    A `MetaLearner` whose outer loss is the plain loss on support and query.
+  `model` and `loss_fn` are as in `maml`. The `MetaLearner` it returns trains
+  on the plain loss of support and query pooled (`outer_loss`), and adapts to
+  a test task by `inner_steps` steps of `inner_optimizer` on its support set.
   """
 
   def outer_loss(theta: Params, task: Task, rng: PRNGKey):
@@ -47,7 +42,6 @@ def pretrained(model: nn.Module, loss_fn: LossFn, *,
 
 register(AlgorithmSpec(
     name='pretrained', summary='joint training on all tasks, fine-tuned at test time (MAML paper)',
-    settings=('inner_lr', 'inner_steps', 'inner_optimizer'),
+    settings=INNER_SETTINGS,
     defaults={'inner_lr': 0.01, 'inner_steps': 1, 'inner_optimizer': 'sgd'},
-    build=lambda s, model, loss_fn, opt: pretrained(
-        model, loss_fn, inner_optimizer=opt(s['inner_lr']), inner_steps=s['inner_steps'])))
+    build=build_inner(pretrained)))

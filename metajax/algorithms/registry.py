@@ -14,6 +14,7 @@ import flax.linen as nn
 import optax
 
 from metajax.learner import MetaLearner
+from metajax.registry import Registry
 from metajax.types import LossFn
 
 # (settings, model, loss_fn, inner_optimizer) -> learner. `settings` maps each
@@ -67,18 +68,19 @@ class AlgorithmSpec:
     return self.dataset_defaults.get(dataset, {}).get(setting, self.defaults.get(setting))
 
 
-ALGORITHMS: dict[str, AlgorithmSpec] = {}
+INNER_SETTINGS = ('inner_lr', 'inner_steps', 'inner_optimizer')
 
 
-def register(spec: AlgorithmSpec) -> AlgorithmSpec:
-  """Adds `spec` to `ALGORITHMS` (each algorithm module calls it once)."""
-  if spec.name in ALGORITHMS:
-    raise ValueError(f'name={spec.name!r}: an algorithm of that name is registered already')
-  ALGORITHMS[spec.name] = spec
-  return spec
+def build_inner(factory: Callable[..., MetaLearner]) -> Build:
+  """The `build` of a factory whose only settings are `INNER_SETTINGS`."""
+
+  def build(s, model, loss_fn, inner_optimizer):
+    return factory(model, loss_fn, inner_optimizer=inner_optimizer(s['inner_lr']),
+                   inner_steps=s['inner_steps'])
+
+  return build
 
 
-def get(name: str) -> AlgorithmSpec:
-  if name not in ALGORITHMS:
-    raise ValueError(f'algorithm={name!r}: choose one of {", ".join(ALGORITHMS)}')
-  return ALGORITHMS[name]
+ALGORITHMS = Registry('algorithm')
+register = ALGORITHMS.register
+get = ALGORITHMS.lookup

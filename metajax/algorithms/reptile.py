@@ -14,7 +14,7 @@ import jax
 import optax
 
 from metajax.algorithms import common
-from metajax.algorithms.registry import AlgorithmSpec, register
+from metajax.algorithms.registry import INNER_SETTINGS, AlgorithmSpec, build_inner, register
 from metajax.learner import MetaLearner
 from metajax.types import LossFn, Params, PRNGKey, Task
 
@@ -51,8 +51,7 @@ def reptile(model: nn.Module, loss_fn: LossFn, *,
 
 register(AlgorithmSpec(
     name='reptile', summary='Reptile: theta moves towards the adapted weights (Nichol et al. 2018)',
-    settings=('inner_lr', 'inner_steps', 'inner_optimizer'),
-    # The paper's sinusoid setting: 5 inner steps of SGD at 0.02 (batch 10).
+    settings=INNER_SETTINGS,
+    # As the sinusoid preset (experiments/configs/sinusoid_reptile.flags).
     defaults={'inner_lr': 0.02, 'inner_steps': 5, 'inner_optimizer': 'sgd'},
-    build=lambda s, model, loss_fn, opt: reptile(
-        model, loss_fn, inner_optimizer=opt(s['inner_lr']), inner_steps=s['inner_steps'])))
+    build=build_inner(reptile)))

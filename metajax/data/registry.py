@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metajax import losses
+from metajax.registry import Registry
 from metajax.types import LossFn, Split, Task
 
 # Held-out tasks come from these seeds, whatever the training seed, so runs and
@@ -74,18 +75,6 @@ class DatasetSpec:
     return Task(Split(x, y), Split(x, y))
 
 
-DATASETS: dict[str, DatasetSpec] = {}
-
-
-def register(spec: DatasetSpec) -> DatasetSpec:
-  """Adds `spec` to `DATASETS` (each data module calls it once)."""
-  if spec.name in DATASETS:
-    raise ValueError(f'name={spec.name!r}: a dataset of that name is registered already')
-  DATASETS[spec.name] = spec
-  return spec
-
-
-def get(name: str) -> DatasetSpec:
-  if name not in DATASETS:
-    raise ValueError(f'dataset={name!r}: choose one of {", ".join(DATASETS)}')
-  return DATASETS[name]
+DATASETS = Registry('dataset')
+register = DATASETS.register
+get = DATASETS.lookup

@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from metajax.models.base import FewShotModel
 from metajax.types import Array
 
 
@@ -19,7 +20,7 @@ class BatchStatNorm(nn.Module):
 
   The variance is E[x^2] - E[x]^2 (flax's `BatchNorm` default,
   `use_fast_variance`): both moments come from one pass over the activations,
-  which on a CPU makes a Conv4 MAML step about 7% faster than two passes.
+  which saves a pass over memory on a memory-bound CPU (docs/benchmarks.md).
 
   `channel_axis` (a call argument) is -1 for channels-last activations and 0
   for the channels-first output of `Conv3x3(..., channels_first_out=True)`.
@@ -48,21 +49,18 @@ class Conv3x3(nn.Module):
   Same parameters as `nn.Conv(features, (3, 3), padding='SAME')` (a kernel
   [3, 3, in, out] and a bias) and the same outputs. Under `jax.vmap` with
   per-task weights (MAML's inner loop) an `nn.Conv` becomes one grouped
-  convolution, which XLA's CPU backend runs more than 10x slower than a
-  batched matrix product, and even one task's `lax.conv` is slow there: its
-  kernel gradient (a convolution with a 14x14 window) took 337 ms per Omniglot
-  query set against 10 ms for the product below. This form stays a matrix
-  product.
+  convolution, which XLA's CPU backend runs far slower than a batched matrix
+  product, and even one task's `lax.conv` kernel gradient (a convolution with
+  a large window) is slow there; this form stays a matrix product (figures in
+  docs/benchmarks.md).
 
   `channels_first_out=True` (for thin inputs: Conv4's first layer) returns the
   output channels-first, [features, ...batch, h, w], computed as
   kernel^T [out, 9 * in] times patches [9 * in, pixels]. Then the output
   gradient arrives as [out, pixels], the operand layout that XLA's CPU dot
   wants for the kernel gradient (contracting over pixels, the minor axis);
-  channels-last, XLA transposes the 58,800 x 64 output gradient of each
-  Omniglot query set inside the batch-norm backward fusion (587 ms of a 3.7 s
-  MAML step in the profile, but only a few per cent of wall-clock in paired
-  runs, since other work overlaps it).
+  channels-last, XLA transposes the whole output gradient of each query set
+  inside the batch-norm backward fusion (docs/benchmarks.md).
   """
   features: int
   use_bias: bool = True
@@ -97,14 +95,14 @@ def max_pool_2x2(x: Array) -> Array:
   """2x2 max-pool, stride 2, odd edges dropped (as `nn.max_pool`, VALID).
 
   Written as a reshape and a max: on XLA's CPU backend its backward pass is
-  about 30% of a Conv4 step faster than `reduce_window`'s select-and-scatter.
+  much cheaper than `reduce_window`'s select-and-scatter (docs/benchmarks.md).
   """
   h, w = x.shape[-3] // 2 * 2, x.shape[-2] // 2 * 2
   x = x[..., :h, :w, :]
   return x.reshape(x.shape[:-3] + (h // 2, 2, w // 2, 2, x.shape[-1])).max(axis=(-4, -2))
 
 
-class Conv4(nn.Module):
+class Conv4(FewShotModel):
   """4 x [3x3 conv, batch norm (batch statistics), ReLU, 2x2 max-pool], then a head.
 
   With 64 channels on 28x28 Omniglot the features are 64-dimensional (28 -> 14
@@ -115,9 +113,8 @@ class Conv4(nn.Module):
     channels: filters per block.
     thin_input_channels_first: for inputs of at most 3 channels, run the first
       convolution and its batch norm channels-first and move the channels last
-      before the ReLU's output is pooled (see `Conv3x3`). Same function; on
-      the 2-core CPU an Omniglot MAML step a few per cent faster (median
-      per-pair time ratio 0.965 over 14 interleaved pairs). False gives the
+      before the ReLU's output is pooled (see `Conv3x3`). Same function,
+      slightly faster on a CPU (docs/benchmarks.md). False gives the
       all-channels-last formulation, for comparison.
   """
   out: int = 5
@@ -137,9 +134,3 @@ class Conv4(nn.Module):
         x = jax.nn.relu(norm(conv(x)))
       x = max_pool_2x2(x)
     return x.reshape(x.shape[:-3] + (-1,))
-
-  def classify(self, features: Array) -> Array:
-    return self.head(features)
-
-  def __call__(self, x: Array) -> Array:
-    return self.classify(self.embed(x))

@@ -5,10 +5,11 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 
+from metajax.models.base import FewShotModel
 from metajax.types import Array
 
 
-class MLP(nn.Module):
+class MLP(FewShotModel):
   """ReLU MLP `in -> hidden... -> out`, split into `embed` and a `head`.
 
   Every metajax model has a submodule called `head` and the methods
@@ -30,9 +31,3 @@ class MLP(nn.Module):
     for layer in self.layers:
       x = jax.nn.relu(layer(x))
     return x
-
-  def classify(self, features: Array) -> Array:
-    return self.head(features)
-
-  def __call__(self, x: Array) -> Array:
-    return self.classify(self.embed(x))

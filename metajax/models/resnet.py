@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 
 from metajax.models.conv import BatchStatNorm, Conv3x3, max_pool_2x2
+from metajax.models.base import FewShotModel
 from metajax.types import Array
 
 
@@ -37,7 +38,7 @@ class ResBlock(nn.Module):
     return max_pool_2x2(_leaky(x + shortcut))
 
 
-class ResNet12(nn.Module):
+class ResNet12(FewShotModel):
   """ResNet-12 with a linear head; `embed` gives the flattened features."""
   out: int = 5
   channels: Sequence[int] = (64, 160, 320, 640)
@@ -50,9 +51,3 @@ class ResNet12(nn.Module):
     for block in self.blocks:
       x = block(x)
     return x.reshape(x.shape[:-3] + (-1,))
-
-  def classify(self, features: Array) -> Array:
-    return self.head(features)
-
-  def __call__(self, x: Array) -> Array:
-    return self.classify(self.embed(x))
