@@ -136,20 +136,20 @@ def _build_truncatable(factory, s, model, loss_fn, inner_optimizer):
                  **_inner_kwargs(s, inner_optimizer))
 
 
-for _name, _factory, _summary in (
-    ('maml', maml, 'MAML, second order (Finn et al. 2017)'),
-    ('anil', anil, 'ANIL: only the head adapts (Raghu et al. 2020)')):
-  register(AlgorithmSpec(
-      name=_name, summary=_summary, settings=MAML_SETTINGS, defaults=MAML_DEFAULTS,
-      dataset_defaults=MAML_DATASET_DEFAULTS,
-      build=functools.partial(_build_truncatable, _factory)))
-register(AlgorithmSpec(
-    name='fomaml', summary='first-order MAML',
-    settings=MAML_SETTINGS[:-1], defaults=MAML_DEFAULTS, dataset_defaults=MAML_DATASET_DEFAULTS,
-    build=lambda s, model, loss_fn, opt: fomaml(model, loss_fn, **_inner_kwargs(s, opt))))
-register(AlgorithmSpec(
-    name='metasgd', summary='Meta-SGD: meta-learned per-parameter rates, from --inner_lr',
-    settings=MAML_SETTINGS, defaults=MAML_DEFAULTS, dataset_defaults=MAML_DATASET_DEFAULTS,
-    build=lambda s, model, loss_fn, opt: metasgd(
-        model, loss_fn, inner_optimizer=opt(1.0), initial_lr=s['inner_lr'],
-        inner_steps=s['inner_steps'], remat=s['remat'], backprop_steps=s['backprop_steps'])))
+def _register(name, summary, build, settings=MAML_SETTINGS):
+  register(AlgorithmSpec(name=name, summary=summary, settings=settings, defaults=MAML_DEFAULTS,
+                         dataset_defaults=MAML_DATASET_DEFAULTS, build=build))
+
+
+_register('maml', 'MAML, second order (Finn et al. 2017)',
+          functools.partial(_build_truncatable, maml))
+_register('fomaml', 'first-order MAML',
+          lambda s, model, loss_fn, opt: fomaml(model, loss_fn, **_inner_kwargs(s, opt)),
+          settings=MAML_SETTINGS[:-1])
+_register('anil', 'ANIL: only the head adapts (Raghu et al. 2020)',
+          functools.partial(_build_truncatable, anil))
+_register('metasgd', 'Meta-SGD: meta-learned per-parameter rates, from --inner_lr',
+          lambda s, model, loss_fn, opt: metasgd(
+              model, loss_fn, inner_optimizer=opt(1.0), initial_lr=s['inner_lr'],
+              inner_steps=s['inner_steps'], remat=s['remat'],
+              backprop_steps=s['backprop_steps']))
