@@ -17,7 +17,7 @@ import optax
 from metajax import validation
 from metajax.algorithms import ALGORITHMS
 from metajax.data import DATASETS
-from metajax.optimizers import INNER_OPTIMIZERS, learning_rate, meta_optimizer  # pylint: disable=unused-import
+from metajax.optimizers import INNER_OPTIMIZERS
 from metajax.validation import ALGORITHM_SETTINGS
 
 DEFAULT_EVAL_INNER_STEPS = (0, 1, 10)

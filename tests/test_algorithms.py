@@ -1,18 +1,16 @@
-"""Algorithm-specific properties, and one conformance test run by every algorithm."""
+"""Algorithm-specific properties: Reptile's update, Meta-SGD's rates, ANIL's head."""
 
 from absl.testing import parameterized
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from metajax import algorithms
 from metajax.algorithms.common import split_loss
-from metajax.data.sinusoid import SinusoidFamily
 from metajax.losses import mse
 from metajax.models import MLP
-from metajax.step import create_train_state, make_meta_train_step, task_meta_gradient
+from metajax.step import create_train_state, make_meta_train_step
 from tests import helpers
 
 KEY = jax.random.PRNGKey(0)
@@ -87,70 +85,3 @@ class ANILTest(parameterized.TestCase):
     theta = helpers.init(learner, tasks)
     grads = jax.grad(lambda t: learner.outer_loss(t, helpers.first(tasks), KEY)[0])(theta)
     self.assertGreater(float(optax.tree.norm(grads['model']['params']['layers_0'])), 0)
-
-
-# Settings under which each regression algorithm learns sinusoids in a few
-# hundred steps (the classification-only ones learn in test_vision.py,
-# test_finetune.py and test_miniimagenet.py).
-LEARNS = {
-    'maml': dict(inner_lr=0.01, inner_steps=1),
-    'fomaml': dict(inner_lr=0.01, inner_steps=1),
-    'anil': dict(inner_lr=0.01, inner_steps=1),
-    'metasgd': dict(inner_lr=0.01, inner_steps=1),
-    'reptile': dict(inner_lr=0.02, inner_steps=5),
-    # Predicts the last layer from the support set, refined by two inner steps.
-    'predictor': dict(inner_lr=0.01, inner_steps=2),
-    'imaml': dict(inner_lr=0.01, inner_steps=5, imaml_lambda=1.0, cg_steps=5),
-    # A small fine-tuning step: the pretrained net's gradients are large.
-    'pretrained': dict(inner_lr=0.002, inner_steps=1),
-}
-
-
-class LearnsSinusoidsTest(parameterized.TestCase):
-  """Every regression algorithm: finite, traces once, learns, adapts."""
-
-  def test_every_regression_algorithm_is_covered(self):
-    self.assertEqual(set(LEARNS), {name for name, spec in algorithms.ALGORITHMS.items()
-                                   if 'regression' in spec.tasks})
-
-  @parameterized.parameters(*LEARNS)
-  def test_algorithm_learns_sinusoids(self, name):
-    learner = helpers.learner(name, hidden=(40, 40), **LEARNS[name])
-    family = SinusoidFamily()
-    meta_opt = optax.adam(1e-3) if name != 'reptile' else optax.sgd(0.5)
-    traces = []
-    if learner.outer_loss is not None:
-      fn = learner.outer_loss
-      learner = learner._replace(outer_loss=lambda *a: (traces.append(1), fn(*a))[1])
-    else:
-      fn = learner.meta_gradient
-      learner = learner._replace(meta_gradient=lambda *a: (traces.append(1), fn(*a))[1])
-    step = make_meta_train_step(learner, meta_opt)
-    held_out = family.sample(jax.random.PRNGKey(99), 200, 10, 50)
-    state = create_train_state(learner, meta_opt, KEY, helpers.first(held_out))
-
-    def query_mse(theta):
-      # The algorithm's own query loss (after adaptation; pooled for 'pretrained').
-      def one(task):
-        return task_meta_gradient(learner, theta, task, KEY)[1]['query_loss']
-      return float(jnp.mean(jax.vmap(one)(held_out)))
-
-    before = query_mse(state.theta)
-    traces.clear()
-    for i in range(300):
-      tasks = family.sample(jax.random.PRNGKey(i), 25, 10, 10)
-      state, metrics = step(state, tasks, jax.random.fold_in(KEY, i))
-    chex.assert_tree_all_finite((state.theta, metrics))
-    self.assertEqual(len(traces), 1)
-    self.assertEqual(int(state.step), 300)
-    self.assertEqual(int(state.nonfinite_step), -1)
-    after = query_mse(state.theta)
-    self.assertLess(after, 0.85 * before, f'{name}: query MSE {before:.3f} -> {after:.3f}')
-
-    # Adaptation lowers the support loss, at the meta-trained parameters.
-    def support_losses(task):
-      fit = lambda steps: mse(learner.predict(state.theta, task.support, task.support.x, KEY,
-                                              steps), task.support.y)
-      return fit(0), fit(None)
-    pre, post = jax.vmap(support_losses)(held_out)
-    self.assertLess(float(jnp.mean(post)), float(jnp.mean(pre)))

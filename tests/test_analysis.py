@@ -11,7 +11,6 @@ import pytest
 
 from metajax import algorithms
 from metajax import analysis
-from metajax import inner
 from metajax.algorithms.common import split_loss
 from metajax.config import Config
 from metajax.losses import mse

@@ -5,7 +5,6 @@ import chex
 import jax
 from jax.flatten_util import ravel_pytree
 import jax.numpy as jnp
-import numpy as np
 import optax
 import pytest
 

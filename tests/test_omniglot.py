@@ -3,11 +3,9 @@
 import functools
 import hashlib
 import http.server
-import io
 import json
 import os
 import threading
-import zipfile
 
 from absl.testing import absltest
 from absl.testing import parameterized

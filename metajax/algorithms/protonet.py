@@ -10,7 +10,6 @@ References:
 """
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from metajax.algorithms import common
 from metajax.algorithms.registry import AlgorithmSpec, register

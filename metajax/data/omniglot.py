@@ -28,7 +28,7 @@ from PIL import Image
 import tqdm
 
 from metajax.data import episodes, registry, splits
-from metajax.data.omniglot_download import ARCHIVES, ENV_DATA_DIR, ENV_URL, SETS, URL, download  # pylint: disable=unused-import
+from metajax.data.omniglot_download import ARCHIVES, ENV_DATA_DIR, SETS, URL, download
 
 ENV_CACHE_DIR = 'METAJAX_CACHE_DIR'
 IMAGES_PER_CHARACTER = 20

@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 
 from metajax.data import registry
-from metajax.losses import mse  # pylint: disable=unused-import (its loss, importable from here)
 from metajax.types import Array, PRNGKey, Split, Task
 
 

@@ -1,0 +1,48 @@
+"""Every Python block of README.md runs as written (each in a fresh interpreter)."""
+
+import os
+import re
+import subprocess
+import sys
+
+from absl.testing import parameterized
+import pytest
+
+from metajax import loop
+from metajax.config import Config
+from tests import helpers
+
+with open(os.path.join(helpers.REPO, 'README.md')) as f:
+  BLOCKS = re.findall(r'```python\n(.*?)```', f.read(), re.S)
+NEEDS_RUN = 'runs/protonet_5w1s'  # the block that loads a trained run
+
+
+def run_block(code, cwd):
+  env = {**os.environ, 'PYTHONPATH': helpers.REPO}
+  return subprocess.run([sys.executable, '-c', code], cwd=cwd, env=env, capture_output=True,
+                        text=True, timeout=600, check=False)
+
+
+class ReadmeTest(parameterized.TestCase):
+
+  def test_the_readme_has_python_blocks(self):
+    self.assertGreaterEqual(len(BLOCKS), 4)
+
+  @parameterized.parameters(*[i for i, b in enumerate(BLOCKS) if NEEDS_RUN not in b])
+  def test_block_runs_as_written(self, index):
+    out = run_block(BLOCKS[index], self.create_tempdir().full_path)
+    self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+    self.assertTrue(out.stdout.strip(), 'a README block should print its result')
+
+  @pytest.mark.omniglot
+  def test_block_that_loads_a_trained_run(self):
+    (code,) = [b for b in BLOCKS if NEEDS_RUN in b]
+    cwd = self.create_tempdir().full_path
+    config = Config(dataset='omniglot', algorithm='protonet', ways=5, shots=1, query=2,
+                    meta_batch_size=1, channels=8, num_steps=5, log_every=5, checkpoint_every=5,
+                    eval_tasks=5, data_dir=helpers.OMNIGLOT_DIR)
+    loop.train_and_evaluate(config, os.path.join(cwd, NEEDS_RUN), show_progress=False)
+    out = run_block(code, cwd)
+    self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+    labels = set(int(v) for v in re.findall(r'-?\d+', out.stdout))
+    self.assertTrue(labels and labels <= {3, 14, 15, 92, 65}, out.stdout)
