@@ -46,6 +46,7 @@ SETTINGS = {
     # Predicts the last layer from the support set, refined by two inner steps.
     'predictor': dict(inner_lr=0.01, inner_steps=2),
     'finetune': dict(inner_lr=0.05, inner_steps=2, pretrain_classes=5),
+    'boil': dict(inner_lr=0.01, inner_steps=1),
 }
 REGRESSION = [name for name in SETTINGS if 'regression' in ALGORITHMS[name].tasks]
 

@@ -15,6 +15,7 @@ from metajax.algorithms.pretrained import pretrained
 from metajax.algorithms.protonet import protonet
 from metajax.algorithms.predictor import predictor
 from metajax.algorithms.finetune import finetune
+from metajax.algorithms.boil import boil
 
 __all__ = ['ALGORITHMS', 'AlgorithmSpec', 'registry', 'maml', 'fomaml', 'anil', 'metasgd',
-           'imaml', 'reptile', 'pretrained', 'protonet', 'predictor', 'finetune']
+           'imaml', 'reptile', 'pretrained', 'protonet', 'predictor', 'finetune', 'boil']
