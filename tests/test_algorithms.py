@@ -85,3 +85,18 @@ class ANILTest(parameterized.TestCase):
     theta = helpers.init(learner, tasks)
     grads = jax.grad(lambda t: learner.outer_loss(t, helpers.first(tasks), KEY)[0])(theta)
     self.assertGreater(float(optax.tree.norm(grads['model']['params']['layers_0'])), 0)
+
+
+class BOILTest(parameterized.TestCase):
+
+  def test_inner_loop_adapts_only_the_body_and_the_head_is_meta_learned(self):
+    learner = helpers.learner('boil', inner_lr=0.1, inner_steps=3)
+    tasks = helpers.sinusoid_tasks()
+    theta = helpers.init(learner, tasks)
+    phi = learner.adapt(theta, helpers.first(tasks).support, KEY).params
+    chex.assert_trees_all_equal(phi['params']['head'], theta['model']['params']['head'])
+    changed = jax.tree.map(jnp.subtract, phi['params']['layers_0'],
+                           theta['model']['params']['layers_0'])
+    self.assertGreater(float(optax.tree.norm(changed)), 0)
+    grads = jax.grad(lambda t: learner.outer_loss(t, helpers.first(tasks), KEY)[0])(theta)
+    self.assertGreater(float(optax.tree.norm(grads['model']['params']['head'])), 0)
