@@ -1,8 +1,13 @@
-r"""Evaluates a trained run on held-out tasks and writes `<workdir>/eval.json`.
+r"""Evaluates a trained run on held-out tasks and adds the records to `<workdir>/eval.json`.
+
+Records of another protocol (split, ways, shots, query, inner steps, number of
+tasks, checkpoint) are kept; one of the same protocol is replaced.
 
   python experiments/evaluate.py --workdir=runs/maml --num_tasks=600
+  python experiments/evaluate.py --workdir=runs/protonet_5w1s --ways=20 --data_dir=/data/omniglot
 """
 
+import dataclasses
 import sys
 
 from absl import app
@@ -22,6 +27,9 @@ flags.DEFINE_integer('step', None, 'checkpoint step (default: the best on valida
 flags.DEFINE_integer('ways', None, 'test with other ways than trained (learners without a '
                      'head, e.g. protonet: 20-way tests of a 5-way run)')
 flags.DEFINE_integer('shots', None, 'test with other shots than trained (protonet)')
+flags.DEFINE_string('data_dir', None, 'the data folder (default: the one the run recorded in '
+                    'config.json)')
+flags.DEFINE_string('data_source', None, 'files | tfds (default: the run\'s)')
 FLAGS = flags.FLAGS
 
 
@@ -33,6 +41,10 @@ def main(argv):
     sys.exit(f'error: --num_tasks={FLAGS.num_tasks}: must be a positive integer')
   try:
     run, state = rundir.load_run(FLAGS.workdir, FLAGS.step)
+    data = {name: FLAGS[name].value for name in ('data_dir', 'data_source')
+            if FLAGS[name].value is not None}
+    if data:
+      run = dataclasses.replace(run, config=run.config.replace(**data).validate())
     steps = None
     if FLAGS.inner_steps is not None:
       steps = tuple(int(s) for s in FLAGS.inner_steps)
@@ -41,10 +53,14 @@ def main(argv):
     run = run.for_episodes(FLAGS.ways, FLAGS.shots, steps, show_progress=True)
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f'error: {cli.flag_words(e)}')
-  records = run.evaluate(state.theta, FLAGS.split, FLAGS.num_tasks)
-  for r in records:
-    r.update(checkpoint_step=int(state.step), ways=run.config.num_ways, shots=run.config.shots)
-  path = rundir.write_eval(FLAGS.workdir, records)
+  try:
+    with rundir.exclusive(FLAGS.workdir):
+      records = run.evaluate(state.theta, FLAGS.split, FLAGS.num_tasks)
+      for r in records:
+        r['checkpoint_step'] = int(state.step)
+      path = rundir.write_eval(FLAGS.workdir, records)
+  except rundir.RunDirectoryBusyError as e:
+    sys.exit(f'error: {cli.flag_words(e)}')
   print(evaluate.format_records(run.config.algorithm, records))
   print(f'written: {path}')
 

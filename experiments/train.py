@@ -21,6 +21,7 @@ from absl import logging
 from metajax import cli
 from metajax import evaluate
 from metajax import loop
+from metajax import rundir
 
 cli.define_config_flags()
 flags.DEFINE_string('workdir', None, 'run directory (default: a new temporary one)')
@@ -60,7 +61,8 @@ def main(argv):
       print(f'{cfg.algorithm}: {int(result.state.step)} meta-steps, '
             f'{time.time() - t0:.1f} s', flush=True)
       runs.append(result)
-  except (ValueError, FloatingPointError, FileNotFoundError) as e:
+  except (ValueError, FloatingPointError, FileNotFoundError,
+          rundir.RunDirectoryBusyError) as e:
     sys.exit(f'error: {cli.flag_words(e)}')
   if FLAGS.baselines is not None:
     with open(os.path.join(workdir, 'flags.txt'), 'a') as f:

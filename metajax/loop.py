@@ -6,6 +6,7 @@ it from its last checkpoint if `workdir` holds one, runs the jitted meta-step
 (`metajax.rundir`).
 """
 
+import contextlib
 import dataclasses
 import os
 
@@ -72,6 +73,7 @@ def train_and_evaluate(config: Config, workdir: str, show_progress: bool = True)
   Raises:
     ValueError: a bad setting (naming its flag); nothing is written.
     rundir.ConfigMismatchError: `workdir` holds a run with other settings.
+    rundir.RunDirectoryBusyError: another live process is writing to `workdir`.
     step.NonFiniteMetaGradientError: a meta-gradient was not finite.
   """
   config.validate()
@@ -82,9 +84,19 @@ def train_and_evaluate(config: Config, workdir: str, show_progress: bool = True)
   rundir.check_workdir(config, workdir)
   multiprocess = jax.process_count() > 1
   share = parallel.process_share(config.meta_batch_size) if multiprocess else None
-  batches = run.train_batches  # refuses a supervised run over several processes below
+  if multiprocess and run.supervised:
+    raise ValueError(f'--algorithm={config.algorithm} trains on supervised batches in one '
+                     'process')
 
   os.makedirs(workdir, exist_ok=True)
+  with rundir.exclusive(workdir) if primary else contextlib.nullcontext():
+    return _train(run, workdir, show_progress, primary, share)
+
+
+def _train(run: Run, workdir: str, show_progress: bool, primary: bool, share) -> RunResult:
+  """The loop of `train_and_evaluate`, in a workdir this process holds."""
+  config = run.config
+  multiprocess = share is not None
   if primary:
     rundir.write_config(config, workdir)
   state = run.init_state()
@@ -105,7 +117,7 @@ def train_and_evaluate(config: Config, workdir: str, show_progress: bool = True)
                        disable=not (show_progress and primary), mininterval=2.0)
   try:
     for step, batch in zip(range(start, config.num_steps),
-                           batches(start, config.num_steps, share)):
+                           run.train_batches(start, config.num_steps, share)):
       key = step_key(state.rng, step)
       if multiprocess:
         batch = parallel.global_batch(mesh, batch, config.meta_batch_size)

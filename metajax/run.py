@@ -7,6 +7,7 @@ jit the step" is written once.
 """
 
 import dataclasses
+import os
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -112,7 +113,8 @@ class Run:
         lambda: self.source.eval_batches(split, num_tasks), jax.random.PRNGKey(0),
         config.eval_inner_steps)
     for r in records:
-      r.update(split=split, algorithm=config.algorithm, dataset=config.dataset)
+      r.update(split=split, algorithm=config.algorithm, dataset=config.dataset,
+               ways=config.num_ways, shots=config.shots, query=config.num_eval_query)
     return records
 
   def for_episodes(self, ways: Optional[int] = None, shots: Optional[int] = None,
@@ -138,8 +140,17 @@ class Run:
     config = config.validate()
     source = self.source
     if changes or source is None:
+      config = with_data_dir(config)
       source = config.data.make_source(config, show_progress)
     return dataclasses.replace(self, config=config, source=source)
+
+
+def with_data_dir(config: Config) -> Config:
+  """`config` with the data folder it reads written out (config.json records it)."""
+  default = config.data.default_data_dir
+  if config.data_dir is not None or default is None or default(config) is None:
+    return config
+  return config.replace(data_dir=os.path.abspath(default(config)))
 
 
 def build_run(config: Config, *, data: bool = True, show_progress: bool = True) -> Run:
@@ -151,7 +162,7 @@ def build_run(config: Config, *, data: bool = True, show_progress: bool = True) 
       settings that come from the data must then be set).
     show_progress: progress bars while the data loads.
   """
-  config = config.resolve()
+  config = with_data_dir(config.resolve())
   source = config.data.make_source(config, show_progress) if data else None
   missing = {name: getattr(source, attribute) for name, attribute in config.spec.from_data.items()
              if getattr(config, name) is None and source is not None}

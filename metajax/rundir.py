@@ -6,10 +6,14 @@ same as a flagfile), `metrics.jsonl`, `tensorboard/`, `checkpoints/`, `best/`
 `load_run` and `load_learner` need nothing else: no data, no flags.
 """
 
+import contextlib
 import json
 import os
+import socket
+import time
 from typing import Optional
 
+from absl import logging
 import jax
 import numpy as np
 
@@ -21,6 +25,76 @@ from metajax.step import TrainState
 
 class ConfigMismatchError(ValueError):
   """A workdir holds a run whose settings differ from the requested ones."""
+
+
+class RunDirectoryBusyError(RuntimeError):
+  """Another live process holds the run directory."""
+
+
+LOCK = 'run.lock'
+
+
+def _process_start(pid: int) -> Optional[str]:
+  """When process `pid` started (Linux: /proc), to tell it from a later one of the same pid."""
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().rsplit(')', 1)[1].split()[19]
+  except (OSError, IndexError):
+    return None
+
+
+def _alive(holder: dict) -> bool:
+  if holder.get('host') != socket.gethostname():
+    return True  # cannot be checked from here: assume it runs
+  try:
+    os.kill(int(holder['pid']), 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  started = _process_start(int(holder['pid']))
+  return started is None or holder.get('started') in (None, started)
+
+
+@contextlib.contextmanager
+def exclusive(workdir: str):
+  """Holds `<workdir>/run.lock` (pid and host) while the block runs: one writer per run.
+
+  A second process that enters while a live one holds it stops at once with
+  `RunDirectoryBusyError` naming the holder. A lock left by a process that no
+  longer runs (killed with SIGKILL, say) is stale and is taken over, so a
+  killed run resumes.
+  """
+  path = os.path.join(workdir, LOCK)
+  mine = {'pid': os.getpid(), 'host': socket.gethostname(), 'since': time.strftime('%c'),
+          'started': _process_start(os.getpid())}
+  while True:
+    try:
+      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+      try:
+        with open(path) as f:
+          holder = json.load(f)
+      except (OSError, ValueError):
+        holder = {}  # being written, or unreadable: treat as stale
+      if holder and _alive(holder):
+        raise RunDirectoryBusyError(
+            f'workdir={workdir} is in use by process {holder.get("pid")} on '
+            f'{holder.get("host")} (since {holder.get("since")}); wait for it to finish or '
+            f'stop it (if that process is gone, delete {path})') from None
+      logging.warning('%s: taking over the lock of process %s, which no longer runs',
+                      workdir, holder.get('pid'))
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+      continue
+    with os.fdopen(fd, 'w') as f:
+      json.dump(mine, f)
+    break
+  try:
+    yield
+  finally:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(path)
 
 
 def read_config(workdir: str) -> Optional[Config]:
@@ -58,11 +132,35 @@ def write_config(config: Config, workdir: str) -> None:
     f.write('\n'.join(lines) + '\n')
 
 
-def write_eval(workdir: str, records: list[dict]) -> str:
-  """`eval.json`: the held-out records."""
+# What makes two evaluations the same protocol: a new record replaces an old
+# one only where all of these agree.
+PROTOCOL = ('split', 'ways', 'shots', 'query', 'inner_steps', 'num_tasks', 'checkpoint_step')
+
+
+def read_eval(workdir: str) -> list[dict]:
+  """The records of `eval.json` ([] if there is none)."""
   path = os.path.join(workdir, 'eval.json')
-  with open(path, 'w') as f:
-    json.dump(records, f, indent=2)
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return json.load(f)
+
+
+def write_eval(workdir: str, records: list[dict]) -> str:
+  """Adds `records` to `eval.json`, replacing only records of the same protocol.
+
+  Every evaluation is kept: training's own and each later one (other ways,
+  shots, inner steps, numbers of tasks, checkpoints). The file is replaced
+  atomically.
+  """
+  protocol = lambda r: tuple(r.get(k) for k in PROTOCOL)
+  new = {protocol(r) for r in records}
+  kept = [r for r in read_eval(workdir) if protocol(r) not in new]
+  path = os.path.join(workdir, 'eval.json')
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(kept + list(records), f, indent=2)
+  os.replace(tmp, path)
   return path
 
 
@@ -117,12 +215,14 @@ def load_run(workdir: str, step: Optional[int] = None, prefer_best: bool = True,
     raise FileNotFoundError(f'workdir={workdir} holds no run (no config.json)')
   run = run_lib.build_run(config, data=False)
   state = run.init_state()
-  if step is None and prefer_best:
+  if step is None and prefer_best and os.path.isdir(os.path.join(workdir, 'best')):
     best = BestKeeper(workdir, run.metric)
     restored = best.restore(state)
     best.close()
     if restored is not None:
       return run, restored
+  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+    raise FileNotFoundError(f'workdir={workdir} holds no checkpoint')
   checkpointer = Checkpointer(workdir, config.max_checkpoints)
   if checkpointer.latest_step() is None:
     raise FileNotFoundError(f'workdir={workdir} holds no checkpoint')

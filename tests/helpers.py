@@ -137,9 +137,13 @@ def make_fixture(root: str, layout: str) -> str:
   return root
 
 
-def script(name, *args, **kwargs):
-  """Runs `experiments/<name>` with `args` in a subprocess, as a user would."""
-  env = {**os.environ, 'PYTHONPATH': REPO + os.pathsep + os.environ.get('PYTHONPATH', '')}
+def script(name, *args, env=None, **kwargs):
+  """Runs `experiments/<name>` with `args` in a subprocess, as a user would.
+
+  `env`: the environment (default: this one), to which metajax's folder is added.
+  """
+  env = dict(os.environ if env is None else env)
+  env['PYTHONPATH'] = REPO + os.pathsep + env.get('PYTHONPATH', '')
   return subprocess.run([sys.executable, os.path.join(REPO, 'experiments', name), *args],
                         capture_output=True, text=True, env=env, timeout=600, **kwargs)
 

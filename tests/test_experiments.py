@@ -30,15 +30,21 @@ class ScriptsTest(parameterized.TestCase):
     with open(os.path.join(workdir, 'flags.txt')) as f:
       self.assertIn('--algorithm=maml', f.read())
 
-    out = script('evaluate.py', f'--workdir={workdir}', '--num_tasks=30', '--inner_steps=0,2')
-    self.assertEqual(out.returncode, 0, out.stderr)
     with open(os.path.join(workdir, 'eval.json')) as f:
-      records = json.load(f)
-    self.assertEqual([(r['inner_steps'], r['num_tasks'], r['metric']) for r in records],
-                     [(0, 30, 'mse'), (2, 30, 'mse')])
+      trained = json.load(f)
+    for _ in range(2):  # the same protocol twice: replaced, not repeated
+      out = script('evaluate.py', f'--workdir={workdir}', '--num_tasks=30', '--inner_steps=0,2')
+      self.assertEqual(out.returncode, 0, out.stderr)
+      with open(os.path.join(workdir, 'eval.json')) as f:
+        records = json.load(f)
+      self.assertEqual(records[:3], trained)  # training's own evaluation is kept
+      self.assertEqual([(r['inner_steps'], r['num_tasks'], r['metric']) for r in records],
+                       [(0, 50, 'mse'), (1, 50, 'mse'), (10, 50, 'mse'), (0, 30, 'mse'),
+                        (2, 30, 'mse')])
     for r in records:
       self.assertGreater(r['mean'], 0)
       self.assertGreater(r['ci95'], 0)
+    self.assertFalse(os.path.exists(os.path.join(workdir, 'best')))  # no --eval_every
 
   @parameterized.parameters(
       ['--dataset=sinusoid'],
@@ -94,6 +100,27 @@ class ScriptsTest(parameterized.TestCase):
     for row in ('protonet_5w1s', 'fomaml_5w1s'):
       self.assertTrue(os.path.exists(os.path.join(workdir, row, 'checkpoints', '2')))
 
+  @pytest.mark.omniglot
+  def test_evaluate_from_another_environment_keeps_every_record(self):
+    workdir = os.path.join(self.create_tempdir().full_path, 'run')
+    out = script('train.py', f'--workdir={workdir}', '--dataset=omniglot',
+                 '--algorithm=protonet', '--shots=1', '--query=2', '--meta_batch_size=1',
+                 '--channels=8', '--num_steps=3', '--eval_tasks=5', '--progress=false')
+    self.assertEqual(out.returncode, 0, out.stderr)
+    with open(os.path.join(workdir, 'config.json')) as f:
+      self.assertEqual(json.load(f)['data_dir'], os.path.abspath(os.environ['METAJAX_OMNIGLOT_DIR']))
+    elsewhere = {k: v for k, v in os.environ.items() if k != 'METAJAX_OMNIGLOT_DIR'}
+    out = script('evaluate.py', f'--workdir={workdir}', '--ways=20', '--num_tasks=4', env=elsewhere)
+    self.assertEqual(out.returncode, 0, out.stderr)
+    with open(os.path.join(workdir, 'eval.json')) as f:
+      records = json.load(f)
+    self.assertEqual([(r['ways'], r['num_tasks']) for r in records], [(5, 5), (20, 4)])
+    typo = os.path.join(self.create_tempdir().full_path, 'omniglott')
+    out = script('evaluate.py', f'--workdir={workdir}', f'--data_dir={typo}', env=elsewhere)
+    self.assertNotEqual(out.returncode, 0)
+    self.assertIn(f'--data_dir={typo} does not exist', out.stderr)
+    self.assertFalse(os.path.exists(typo))
+
   def test_omniglot_table_refuses_an_unknown_row(self):
     out = script('omniglot_table.py', '--rows=maml_5w1s,maml_1w1s')
     self.assertNotEqual(out.returncode, 0)
@@ -114,8 +141,13 @@ class ScriptsTest(parameterized.TestCase):
     deadline = time.time() + 300
     while time.time() < deadline and not checkpoints(workdir) and proc.poll() is None:
       time.sleep(0.05)
+    busy = script('train.py', f'--workdir={workdir}', *args)  # the same command, launched twice
+    self.assertNotEqual(busy.returncode, 0)
+    self.assertIn(f'is in use by process {proc.pid} on', busy.stderr)
+    self.assertNotIn('Traceback', busy.stderr)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    self.assertTrue(os.path.exists(os.path.join(workdir, 'run.lock')))  # left by the killed run
     killed_at = checkpoints(workdir)
     self.assertEqual(proc.returncode, -signal.SIGKILL)
     self.assertTrue(killed_at and killed_at[-1] < 4000, killed_at)
@@ -128,6 +160,7 @@ class ScriptsTest(parameterized.TestCase):
                      json.loads(load(reference, 'eval.json')))
     rows = lambda d: [json.loads(l) for l in load(d, 'metrics.jsonl').splitlines()]
     self.assertEqual(rows(workdir), rows(reference))  # every logged step, no duplicates
+    self.assertFalse(os.path.exists(os.path.join(workdir, 'run.lock')))  # taken over, released
 
   @parameterized.parameters(
       (['--shots=0'], '--shots=0: must be a positive integer'),

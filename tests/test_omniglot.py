@@ -46,6 +46,19 @@ class SourceTest(parameterized.TestCase):
     self.assertGreater(len(changed.characters), len(first.characters))
     self.assertNotEqual(changed.fingerprint, first.fingerprint)
 
+  def test_the_cache_never_goes_into_the_data_folder(self):
+    tmp = self.create_tempdir().full_path
+    data_dir = helpers.make_subset(helpers.OMNIGLOT_DIR, os.path.join(tmp, 'data'), alphabets=1)
+    before = sorted(os.listdir(data_dir))
+    with absltest.mock.patch.dict(os.environ, {'HOME': os.path.join(tmp, 'home')}):
+      os.environ.pop(omniglot.ENV_CACHE_DIR, None)
+      omniglot.load(data_dir, show_progress=False)
+      self.assertLen(os.listdir(os.path.join(tmp, 'home', '.cache', 'metajax')), 1)
+      os.environ[omniglot.ENV_CACHE_DIR] = os.path.join(tmp, 'cache')
+      omniglot.load(data_dir, show_progress=False)
+      self.assertLen(os.listdir(os.path.join(tmp, 'cache')), 1)
+    self.assertEqual(sorted(os.listdir(data_dir)), before)
+
   @parameterized.parameters('truncate', 'garble')
   def test_corrupt_archive_is_a_clear_error_and_builds_no_cache(self, how):
     tmp = self.create_tempdir().full_path
@@ -87,7 +100,13 @@ class OfflineTest(parameterized.TestCase):
     with self.assertRaisesRegex(FileNotFoundError,
                                 r'images_background.zip and images_evaluation.zip.*' + target):
       omniglot.download(target, url='http://127.0.0.1:9/', show_progress=False)
-    self.assertEqual(os.listdir(target), [])
+    self.assertFalse(os.path.exists(target))  # nothing is left behind
+
+  def test_a_folder_that_does_not_exist_is_an_error_and_is_not_created(self):
+    typo = os.path.join(self.create_tempdir().full_path, 'omniglott')
+    with self.assertRaisesRegex(FileNotFoundError, f'^data_dir={typo} does not exist'):
+      omniglot.load(typo, show_progress=False)
+    self.assertFalse(os.path.exists(typo))
 
   def test_missing_files_without_download(self):
     target = self.create_tempdir().full_path

@@ -137,7 +137,7 @@ def load(subset: str, data_dir: Optional[str] = None, cache_dir: Optional[str] =
   data_dir = data_dir or default_data_dir()
   if detect_format(data_dir) == 'pickle':
     return _load_pickle(data_dir, subset)
-  return _load_csv(data_dir, subset, cache_dir or default_cache_dir(data_dir), show_progress)
+  return _load_csv(data_dir, subset, cache_dir or default_cache_dir(), show_progress)
 
 
 def normalize(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -192,4 +192,5 @@ def make_source(config, show_progress: bool = True) -> episodes.EpisodeSource:
 
 SPEC = registry.register(registry.DatasetSpec(
     name='miniimagenet', task='classification', input_shape=(SIZE, SIZE, 3),
-    make_source=make_source, channels=32, prepare=prepare_images))
+    make_source=make_source, channels=32, prepare=prepare_images,
+    default_data_dir=lambda config: default_data_dir()))

@@ -48,13 +48,10 @@ def default_data_dir() -> str:
       os.path.expanduser('~'), '.cache', 'metajax', 'omniglot')
 
 
-def default_cache_dir(data_dir: str) -> str:
-  """`$METAJAX_CACHE_DIR`, else `data_dir` if writable, else `~/.cache/metajax`."""
-  if os.environ.get(ENV_CACHE_DIR):
-    return os.environ[ENV_CACHE_DIR]
-  if os.path.isdir(data_dir) and os.access(data_dir, os.W_OK):
-    return data_dir
-  return os.path.join(os.path.expanduser('~'), '.cache', 'metajax')
+def default_cache_dir() -> str:
+  """`$METAJAX_CACHE_DIR`, else `~/.cache/metajax`: never a folder of source data."""
+  return os.environ.get(ENV_CACHE_DIR) or os.path.join(os.path.expanduser('~'), '.cache',
+                                                       'metajax')
 
 
 def _source(data_dir: str, image_set: str) -> Optional[str]:
@@ -151,9 +148,11 @@ def load(data_dir: Optional[str] = None, cache_dir: Optional[str] = None, size: 
   """All 1623 characters, from the cache if it matches the source files.
 
   Args:
-    data_dir: folder with the official zips or their extracted folders
-      (default: `default_data_dir()`).
-    cache_dir: where the uint8 cache lives (default: `default_cache_dir`).
+    data_dir: folder with the official zips or their extracted folders; it
+      must exist (default: `default_data_dir()`, where missing zips are
+      downloaded).
+    cache_dir: where the uint8 cache lives (default: `default_cache_dir()`; the
+      data folder is only read).
     size: side of the resized images.
     download_missing: fetch missing zips from the official repository.
     show_progress: progress bars for download and the first build.
@@ -162,6 +161,9 @@ def load(data_dir: Optional[str] = None, cache_dir: Optional[str] = None, size: 
     FileNotFoundError: the files are missing and cannot be downloaded.
     ValueError: a source file is truncated or corrupt.
   """
+  if data_dir is not None and not os.path.isdir(data_dir):
+    raise FileNotFoundError(f'data_dir={data_dir} does not exist: point it at the folder '
+                            f'holding {" and ".join(ARCHIVES)}')
   data_dir = data_dir or default_data_dir()
   if any(_source(data_dir, s) is None for s in SETS):
     if not download_missing:
@@ -171,8 +173,8 @@ def load(data_dir: Optional[str] = None, cache_dir: Optional[str] = None, size: 
     download(data_dir, show_progress=show_progress)
   sources = [_source(data_dir, s) for s in SETS]
   fingerprint = _fingerprint(sources)
-  cache_dir = cache_dir or default_cache_dir(data_dir)
-  cache = os.path.join(cache_dir, f'omniglot_{size}px_v{CACHE_VERSION}.npz')
+  cache_dir = cache_dir or default_cache_dir()
+  cache = os.path.join(cache_dir, f'omniglot_{size}px_v{CACHE_VERSION}_{fingerprint[:16]}.npz')
   if os.path.exists(cache):
     try:
       with np.load(cache) as f:
@@ -265,4 +267,5 @@ def _check(config) -> None:
 SPEC = registry.register(registry.DatasetSpec(
     name='omniglot', task='classification', input_shape=(28, 28, 1), make_source=make_source,
     channels=64, sources=('files', 'tfds'), class_splits=('vinyals', 'lake'), check=_check,
-    prepare=prepare_images))
+    prepare=prepare_images,
+    default_data_dir=lambda config: default_data_dir() if config.data_source == 'files' else None))

@@ -31,6 +31,7 @@ def download(data_dir: str, url: Optional[str] = None, show_progress: bool = Tru
   """
   url = url or os.environ.get(ENV_URL, URL)
   missing = missing_sets(data_dir)
+  created = _first_missing_folder(data_dir) if missing else None
   for image_set in missing:
     name = f'images_{image_set}.zip'
     try:
@@ -49,11 +50,31 @@ def download(data_dir: str, url: Optional[str] = None, show_progress: bool = Tru
     except (urllib.error.URLError, OSError, ValueError) as e:
       if 'tmp' in locals() and os.path.exists(tmp):
         os.remove(tmp)
+      if created is not None:  # nothing is left behind by a download that failed
+        _remove_empty_folders(data_dir, created)
       raise FileNotFoundError(
           f'Omniglot is not in data_dir={data_dir} and could not be downloaded '
           f'from {url} ({e}). Put {" and ".join(ARCHIVES)} (the official release: '
           f'{URL}), or the folders they extract to, in {data_dir}, or point '
           f'data_dir / ${ENV_DATA_DIR} at them.') from e
+
+
+def _first_missing_folder(path: str) -> Optional[str]:
+  """The outermost folder of `path` that does not exist yet (None: `path` exists)."""
+  path, first = os.path.abspath(path), None
+  while not os.path.exists(path):
+    path, first = os.path.dirname(path), path
+  return first
+
+
+def _remove_empty_folders(path: str, outermost: str) -> None:
+  """Removes `path` and its parents up to `outermost`, as long as they are empty."""
+  path, outermost = os.path.abspath(path), os.path.abspath(outermost)
+  while os.path.isdir(path) and not os.listdir(path):
+    os.rmdir(path)
+    if path == outermost:
+      break
+    path = os.path.dirname(path)
 
 
 def _check_zip(path: str, name: str) -> None:

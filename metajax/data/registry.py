@@ -45,6 +45,8 @@ class DatasetSpec:
     check: `(config) -> None`, raising ValueError naming a flag for a setting
       the dataset cannot take.
     prepare: raw user images -> model inputs, as the training data was prepared.
+    default_data_dir: `(config) -> folder` read when `config.data_dir` is unset
+      (None: the dataset reads no folder).
   """
   name: str
   task: str
@@ -59,6 +61,7 @@ class DatasetSpec:
   class_splits: tuple[str, ...] = ()
   check: Optional[Callable[[Any], None]] = None
   prepare: Callable[[Any], np.ndarray] = lambda images: np.asarray(images, np.float32)
+  default_data_dir: Optional[Callable[[Any], Optional[str]]] = None
 
   @property
   def objective(self) -> tuple[LossFn, LossFn, str]:
