@@ -56,10 +56,8 @@ def main(argv):
   try:
     for cfg, wd in [(config, workdir)] + [
         (c, os.path.join(workdir, c.algorithm)) for c in baseline_configs]:
-      t0 = time.time()
       result = loop.train_and_evaluate(cfg, wd, show_progress=FLAGS.progress)
-      print(f'{cfg.algorithm}: {int(result.state.step)} meta-steps, '
-            f'{time.time() - t0:.1f} s', flush=True)
+      print(result.summary(), flush=True)
       runs.append(result)
   except (ValueError, FloatingPointError, FileNotFoundError,
           rundir.RunDirectoryBusyError) as e:

@@ -9,13 +9,13 @@ it from its last checkpoint if `workdir` holds one, runs the jitted meta-step
 import contextlib
 import dataclasses
 import os
+import time
 
 from absl import logging
 import jax
 import jax.numpy as jnp
-import tqdm
 
-from metajax import parallel, rundir
+from metajax import parallel, progress as progress_lib, rundir
 from metajax.checkpoint import Checkpointer
 from metajax.config import Config
 from metajax.run import Run, build_run
@@ -29,6 +29,18 @@ class RunResult:
   workdir: str
   state: TrainState    # the evaluated state: best on validation if --eval_every, else last
   records: list[dict]  # held-out evaluation, one record per inner-step count
+  # Seconds of compilation, of training steps (validation excluded) and of
+  # evaluation (validation and test), and the meta-steps this call ran.
+  times: dict = dataclasses.field(default_factory=dict)
+
+  def summary(self) -> str:
+    """'maml: 20000 meta-steps in 13.1 s (compiled in 0.6 s); evaluation 2.0 s'."""
+    name, t = self.config.algorithm, self.times
+    if not t.get('steps'):
+      return (f'{name}: already finished at step {int(self.state.step)}; '
+              f'evaluation {t.get("eval_s", 0):.1f} s')
+    return (f'{name}: {t["steps"]} meta-steps in {t["train_s"]:.1f} s (compiled in '
+            f'{t["compile_s"]:.1f} s); evaluation {t["eval_s"]:.1f} s')
 
   @property
   def config(self) -> Config:
@@ -96,6 +108,7 @@ def train_and_evaluate(config: Config, workdir: str, show_progress: bool = True)
 def _train(run: Run, workdir: str, show_progress: bool, primary: bool, share) -> RunResult:
   """The loop of `train_and_evaluate`, in a workdir this process holds."""
   config = run.config
+  talk = show_progress and primary
   multiprocess = share is not None
   if primary:
     rundir.write_config(config, workdir)
@@ -108,26 +121,41 @@ def _train(run: Run, workdir: str, show_progress: bool, primary: bool, share) ->
   checkpointer = Checkpointer(workdir, config.max_checkpoints)
   state = _restore(run, workdir, state, checkpointer)
   start = int(state.step)
+  times = {'compile_s': 0.0, 'train_s': 0.0, 'eval_s': 0.0, 'steps': config.num_steps - start}
+  if talk and start >= config.num_steps:
+    progress_lib.say(f'{workdir}: already finished at step {start}; evaluating only')
+  elif talk and start:
+    progress_lib.say(f'{workdir}: resuming from step {start} of {config.num_steps}')
   writer = MetricWriter(workdir, resume_step=start) if primary else None
-  meta_train_step = run.step_fn(mesh)
   best = rundir.BestKeeper(workdir, run.metric) if config.eval_every else None
-  window = []
-  progress = tqdm.tqdm(total=config.num_steps, initial=start,
-                       desc=f'{config.algorithm} on {config.dataset}',
-                       disable=not (show_progress and primary), mininterval=2.0)
+
+  def placed(step, batch):
+    key = step_key(state.rng, step)
+    if multiprocess:
+      return (parallel.global_batch(mesh, batch, config.meta_batch_size),
+              parallel.replicate(mesh, parallel.local_copy(key)))
+    if mesh is not None:
+      return parallel.shard_tasks(mesh, batch), parallel.replicate(mesh, key)
+    return batch, key
+
+  window, progress = [], None
   try:
     for step, batch in zip(range(start, config.num_steps),
                            run.train_batches(start, config.num_steps, share)):
-      key = step_key(state.rng, step)
-      if multiprocess:
-        batch = parallel.global_batch(mesh, batch, config.meta_batch_size)
-        key = parallel.replicate(mesh, parallel.local_copy(key))
-      elif mesh is not None:
-        batch, key = parallel.shard_tasks(mesh, batch), parallel.replicate(mesh, key)
+      batch, key = placed(step, batch)
+      if progress is None:  # compile ahead of time, so that rates count steps only
+        clock = time.perf_counter()
+        if talk:
+          progress_lib.say(f'{config.algorithm} on {config.dataset}: compiling the meta-step')
+        meta_train_step = run.step_fn(mesh).lower(state, batch, key).compile()
+        times['compile_s'] = time.perf_counter() - clock
+        if talk:
+          progress_lib.say(f'compiled in {times["compile_s"]:.1f} s')
+        progress = progress_lib.Progress(config.num_steps, start, enabled=talk,
+                                         desc=f'{config.algorithm} on {config.dataset}')
       state, metrics = meta_train_step(state, batch, key)
       window.append(metrics)
       done = step + 1
-      progress.update(1)
       if done % config.log_every == 0 or done == config.num_steps:
         _check_finite(state, checkpointer)
         mean = jax.device_get(jax.tree.map(lambda *v: jnp.mean(jnp.stack(v)), *window))
@@ -135,9 +163,12 @@ def _train(run: Run, workdir: str, show_progress: bool, primary: bool, share) ->
         if writer is not None:
           writer.write(done, mean)
         progress.set_postfix(query_loss=f'{float(mean["query_loss"]):.4f}')
+      progress.update(1)
       if config.eval_every and done % config.eval_every == 0:
         _check_finite(state, checkpointer)
+        clock = time.perf_counter()
         records = run.evaluate(_local(state.theta), 'val')
+        times['eval_s'] += time.perf_counter() - clock
         if writer is not None:
           writer.write(done, {f'{r["metric"]}_{r["inner_steps"]}_steps': r['mean']
                               for r in records}, split='val')
@@ -146,7 +177,9 @@ def _train(run: Run, workdir: str, show_progress: bool, primary: bool, share) ->
         _check_finite(state, checkpointer)
         checkpointer.save(done, state)
   finally:
-    progress.close()
+    if progress is not None:
+      progress.close()
+      times['train_s'] = time.perf_counter() - progress.start - times['eval_s']
     checkpointer.wait()
     checkpointer.close()
     if writer is not None:
@@ -156,11 +189,13 @@ def _train(run: Run, workdir: str, show_progress: bool, primary: bool, share) ->
     # The protocol: test the checkpoint that did best on the validation classes.
     state = best.restore(state) or state
     best.close()
-  records = run.evaluate(_local(state.theta), 'test')
+  clock = time.perf_counter()
+  records = run.evaluate(_local(state.theta), 'test', show_progress=talk)
+  times['eval_s'] += time.perf_counter() - clock
   for r in records:
     r['checkpoint_step'] = int(state.step)
     if best is not None:
       r['selected_on'] = 'val'
   if primary:
     rundir.write_eval(workdir, records)
-  return RunResult(run, workdir, state, records)
+  return RunResult(run, workdir, state, records, times)

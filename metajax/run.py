@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from metajax import evaluate, precision, step as step_lib
+from metajax import evaluate, precision, progress, step as step_lib
 from metajax.algorithms import ALGORITHMS
 from metajax.config import Config
 from metajax.learner import MetaLearner
@@ -103,15 +103,21 @@ class Run:
       return self.source.supervised_batches(start, stop)
     return self.source.batches(start, stop, share)
 
-  def evaluate(self, theta: Params, split: str = 'test',
-               num_tasks: Optional[int] = None) -> list[dict]:
+  def evaluate(self, theta: Params, split: str = 'test', num_tasks: Optional[int] = None,
+               show_progress: bool = False) -> list[dict]:
     """Held-out records (one per `--eval_inner_steps` count) of meta-parameters `theta`."""
     config = self.config
     num_tasks = num_tasks or config.eval_tasks
-    records = evaluate.evaluate(
-        self.learner, self.metric_fn, self.metric, theta,
-        lambda: self.source.eval_batches(split, num_tasks), jax.random.PRNGKey(0),
-        config.eval_inner_steps)
+    counts = config.eval_inner_steps if self.learner.adapts else (0,)
+    bar = progress.Progress(num_tasks * len(counts), desc=f'evaluating on {split} tasks',
+                            enabled=show_progress, unit='task')
+    batches = lambda: progress.counted(self.source.eval_batches(split, num_tasks), bar,
+                                       lambda tasks: len(tasks.support.y), close=False)
+    try:
+      records = evaluate.evaluate(self.learner, self.metric_fn, self.metric, theta, batches,
+                                  jax.random.PRNGKey(0), config.eval_inner_steps)
+    finally:
+      bar.close()
     for r in records:
       r.update(split=split, algorithm=config.algorithm, dataset=config.dataset,
                ways=config.num_ways, shots=config.shots, query=config.num_eval_query)

@@ -46,6 +46,26 @@ class ScriptsTest(parameterized.TestCase):
       self.assertGreater(r['ci95'], 0)
     self.assertFalse(os.path.exists(os.path.join(workdir, 'best')))  # no --eval_every
 
+  def test_progress_tells_the_truth_in_plain_lines(self):
+    workdir = os.path.join(self.create_tempdir().full_path, 'run')
+    out = script('train.py', f'--workdir={workdir}', *FAST, '--progress=true', '--baselines=')
+    self.assertEqual(out.returncode, 0, out.stderr)
+    self.assertIn('maml on sinusoid: compiling the meta-step\ncompiled in ', out.stderr)
+    self.assertNotIn('\r', out.stderr)  # stderr is a pipe: lines, not a bar
+    steps = [line for line in out.stderr.splitlines() if line.startswith('maml on sinusoid: ')]
+    self.assertEqual(steps[-1].split(',')[0], 'maml on sinusoid: 60/60 steps (100%)')
+    self.assertLessEqual(len(steps), 12)
+    self.assertIn('evaluating on test tasks: 150/150 tasks (100%)', out.stderr)
+    self.assertRegex(out.stdout, r'maml: 60 meta-steps in [\d.]+ s \(compiled in [\d.]+ s\); '
+                     r'evaluation [\d.]+ s')
+    again = script('train.py', f'--workdir={workdir}', *FAST, '--progress=true', '--baselines=')
+    self.assertIn(f'{workdir}: already finished at step 60; evaluating only', again.stderr)
+    self.assertRegex(again.stdout, r'maml: already finished at step 60; evaluation [\d.]+ s')
+    longer = script('train.py', f'--workdir={workdir}', *FAST, '--num_steps=80',
+                    '--progress=true', '--baselines=')
+    self.assertIn(f'{workdir}: resuming from step 60 of 80', longer.stderr)
+    self.assertIn('maml: 20 meta-steps in', longer.stdout)
+
   @parameterized.parameters(
       ['--dataset=sinusoid'],
       ['--dataset=omniglot', '--ways=3', '--shots=1', '--query=2', '--channels=8',
