@@ -10,12 +10,13 @@ from metajax.config import Config
 from metajax.learner import Adapted, MetaLearner
 from metajax.loop import train_and_evaluate
 from metajax.rundir import load_learner, load_run
-from metajax.run import Run, build_run
+from metajax.run import Run, build_run, episode_sampler
 from metajax.step import TrainState, create_train_state, make_meta_train_step
 from metajax.types import Split, Task
 
 __version__ = '0.2.0'
 
-__all__ = ['Adapted', 'algorithms', 'build_run', 'Config', 'create_train_state', 'load_learner',
+__all__ = ['Adapted', 'algorithms', 'build_run', 'Config', 'create_train_state', 'episode_sampler',
+           'load_learner',
            'load_run', 'make_meta_train_step', 'MetaLearner', 'Run', 'Split', 'Task',
            'train_and_evaluate', 'TrainState']

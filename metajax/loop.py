@@ -99,6 +99,8 @@ def train_and_evaluate(config: Config, workdir: str, show_progress: bool = True)
   if multiprocess and run.supervised:
     raise ValueError(f'--algorithm={config.algorithm} trains on supervised batches in one '
                      'process')
+  if config.eval_every:  # a split too small for the episodes fails now, not mid-run
+    next(iter(run.source.eval_batches('val', 1)))
 
   os.makedirs(workdir, exist_ok=True)
   with rundir.exclusive(workdir) if primary else contextlib.nullcontext():

@@ -17,6 +17,7 @@ import optax
 
 from metajax import evaluate, precision, progress, step as step_lib
 from metajax.algorithms import ALGORITHMS
+from metajax.data import DATASETS
 from metajax.config import Config
 from metajax.learner import MetaLearner
 from metajax.models import MLP, Conv4, ResNet12
@@ -180,3 +181,39 @@ def build_run(config: Config, *, data: bool = True, show_progress: bool = True) 
   model = make_model(config)
   learner = make_learner(config, model, loss_fn)
   return Run(config, source, model, loss_fn, metric_fn, metric, learner, meta_optimizer(config))
+
+
+def episode_sampler(dataset: str, *, split: str = 'train', ways: int = 5, shots: int = 1,
+                    query: int = 15, seed: Optional[int] = None, data_dir: Optional[str] = None,
+                    show_progress: bool = False, **settings):
+  """N-way K-shot episodes of a class-based dataset, for use from Python.
+
+  `sampler.batch(index, num_tasks)` is a `Task` of numpy arrays with a leading
+  task axis (support [num_tasks, N * K, ...], query [num_tasks, N * Q, ...],
+  labels 0..N-1), a pure function of (seed, index); `sampler.episode(rng)`
+  draws one task from a numpy generator.
+
+  Args:
+    dataset: 'omniglot' or 'miniimagenet'.
+    split: 'train', 'val' or 'test'.
+    ways, shots, query: N, K and Q (query examples per class).
+    seed: the episodes' seed (default: 0 for 'train'; for 'val' and 'test',
+      the seed of metajax's own held-out tasks, so batch 0.. are the tasks
+      `evaluate.py` scores).
+    data_dir: the data folder (default: the dataset's).
+    show_progress: progress bars while the data is read.
+    **settings: other `Config` fields of the dataset (`split` of Omniglot
+      classes is `class_split` here, e.g. class_split='lake'; `rotations`).
+  """
+  if 'class_split' in settings:
+    settings['split'] = settings.pop('class_split')
+  if dataset in DATASETS and DATASETS[dataset].task != 'classification':
+    raise ValueError(f'dataset={dataset!r}: episodes of classes come from a classification '
+                     'dataset (for sinusoid use metajax.data.sinusoid.SinusoidFamily)')
+  config = Config(dataset=dataset, algorithm='protonet', ways=ways, shots=shots, query=query,
+                  eval_query=query, seed=0 if seed is None else seed, data_dir=data_dir,
+                  **settings).validate()
+  sampler = config.data.make_source(config, show_progress).sampler(split)
+  if seed is not None:
+    sampler.seed = seed
+  return sampler

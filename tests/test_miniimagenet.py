@@ -59,8 +59,10 @@ class MiniImageNetTest(parameterized.TestCase):
   def test_impossible_episode_names_the_setting_and_the_scripts_name_the_flag(self):
     data_dir = make_fixture(self.create_tempdir().full_path, 'pickle')
     config = Config(dataset='miniimagenet', ways=4, shots=1, query=1, data_dir=data_dir)
+    source = miniimagenet.make_source(config.validate(), show_progress=False)
+    source.eval_batches('test', 1)  # the test split has 4 classes: fine
     with self.assertRaisesRegex(ValueError, '^ways=4: the miniimagenet val split has only 3') as e:
-      miniimagenet.make_source(config.validate(), show_progress=False)
+      next(source.eval_batches('val', 1))  # only a run that validates needs 4 val classes
     self.assertTrue(cli.flag_words(e.exception).startswith(
         '--ways=4: the miniimagenet val split has only 3'))
 
@@ -74,3 +76,19 @@ class MiniImageNetTest(parameterized.TestCase):
     (record,) = result.records
     self.assertEqual((record['metric'], record['num_tasks']), ('accuracy', 20))
     self.assertGreater(record['mean'], 1 / 3)  # colours make the classes easy
+
+  def test_episode_sampler_gives_seeded_tasks_of_any_split(self):
+    import metajax  # pylint: disable=g-import-not-at-top
+    data_dir = make_fixture(self.create_tempdir().full_path, 'pickle')
+    sampler = metajax.episode_sampler('miniimagenet', split='val', ways=3, shots=1, query=2,
+                                      data_dir=data_dir)
+    tasks = sampler.batch(0, num_tasks=2)
+    self.assertEqual(tasks.support.x.shape, (2, 3, 84, 84, 3))
+    self.assertEqual(tasks.query.x.shape, (2, 6, 84, 84, 3))
+    self.assertEqual(sorted(set(tasks.query.y[0].tolist())), [0, 1, 2])
+    np.testing.assert_array_equal(sampler.batch(0, 2).query.x, tasks.query.x)
+    other = metajax.episode_sampler('miniimagenet', split='val', ways=3, shots=1, query=2,
+                                    data_dir=data_dir, seed=5)
+    self.assertFalse(np.array_equal(other.batch(0, 2).query.x, tasks.query.x))
+    with self.assertRaisesRegex(ValueError, "^dataset='sinusoid': episodes of classes"):
+      metajax.episode_sampler('sinusoid')

@@ -15,6 +15,7 @@ from tests import helpers
 with open(os.path.join(helpers.REPO, 'README.md')) as f:
   BLOCKS = re.findall(r'```python\n(.*?)```', f.read(), re.S)
 NEEDS_RUN = 'runs/protonet_5w1s'  # the block that loads a trained run
+NEEDS_DATA = ("'omniglot'", NEEDS_RUN)  # blocks that read the real Omniglot files
 
 
 def run_block(code, cwd):
@@ -28,11 +29,20 @@ class ReadmeTest(parameterized.TestCase):
   def test_the_readme_has_python_blocks(self):
     self.assertGreaterEqual(len(BLOCKS), 4)
 
-  @parameterized.parameters(*[i for i, b in enumerate(BLOCKS) if NEEDS_RUN not in b])
+  @parameterized.parameters(*[i for i, b in enumerate(BLOCKS)
+                              if not any(n in b for n in NEEDS_DATA)])
   def test_block_runs_as_written(self, index):
     out = run_block(BLOCKS[index], self.create_tempdir().full_path)
     self.assertEqual(out.returncode, 0, out.stderr[-3000:])
     self.assertTrue(out.stdout.strip(), 'a README block should print its result')
+
+  @pytest.mark.omniglot
+  def test_episodes_block_prints_the_shapes_it_shows(self):
+    (code,) = [b for b in BLOCKS if 'episode_sampler' in b]
+    out = run_block(code, self.create_tempdir().full_path)
+    self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+    shown = code.split('# (', 1)[1].strip()
+    self.assertEqual(out.stdout.strip(), '(' + shown)
 
   @pytest.mark.omniglot
   def test_block_that_loads_a_trained_run(self):

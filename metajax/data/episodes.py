@@ -95,15 +95,25 @@ class EpisodeSource:
 
   Args:
     train: the sampler of training episodes (and supervised batches).
-    held_out: {'val': sampler, 'test': sampler} of held-out episodes.
+    held_out: {'val': ..., 'test': ...}: functions that make the held-out
+      samplers, called on first use (so that a split's limits, such as its
+      number of classes, matter only to a run that uses it).
     batch_size: tasks per meta-batch, or images per supervised batch.
     eval_images: images per evaluation chunk (bounds the memory of a chunk).
   """
 
-  def __init__(self, train: EpisodeSampler, held_out: dict[str, EpisodeSampler],
+  def __init__(self, train: EpisodeSampler, held_out: dict[str, Callable[[], EpisodeSampler]],
                batch_size: int, eval_images: int):
-    self.train, self.held_out = train, held_out
+    self.train, self._held_out, self._samplers = train, held_out, {}
     self.batch_size, self.eval_images = batch_size, eval_images
+
+  def sampler(self, split: str) -> EpisodeSampler:
+    """The episode sampler of `split` ('train', 'val' or 'test')."""
+    if split == 'train':
+      return self.train
+    if split not in self._samplers:
+      self._samplers[split] = self._held_out[split]()
+    return self._samplers[split]
 
   @property
   def num_train_classes(self) -> int:
@@ -124,7 +134,7 @@ class EpisodeSource:
 
   def eval_batches(self, split: str, num_tasks: int) -> Iterator[Task]:
     """Chunks of about `eval_images` images (50 tasks of 5-way 1-shot, 15 queries)."""
-    sampler = self.held_out[split]
+    sampler = self.sampler(split)
     chunk = max(1, self.eval_images // (sampler.ways * (sampler.shots + sampler.query)))
     for index, start in enumerate(range(0, num_tasks, chunk)):
       yield sampler.batch(index, min(chunk, num_tasks - start))

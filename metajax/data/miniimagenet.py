@@ -23,6 +23,7 @@ References:
 """
 
 import csv
+import functools
 import hashlib
 import os
 import pickle
@@ -183,7 +184,8 @@ def make_source(config, show_progress: bool = True) -> episodes.EpisodeSource:
     return episodes.EpisodeSampler(images, classes, ways, config.shots, query, seed,
                                    name=f'miniimagenet {subset}', transform=transform)
 
-  held_out = {split: sampler(split, config.num_ways, config.num_eval_query, seed, normalize)
+  held_out = {split: functools.partial(sampler, split, config.num_ways, config.num_eval_query,
+                                       seed, normalize)
               for split, seed in registry.EVAL_SEEDS.items()}
   train = sampler('train', config.num_train_ways, config.num_query, config.seed,
                   augment if config.augment else normalize)

@@ -15,6 +15,7 @@ References:
   probabilistic program induction", Science 2015.
 """
 
+import functools
 import hashlib
 import io
 import json
@@ -251,8 +252,8 @@ def make_source(config, show_progress: bool = True) -> episodes.EpisodeSource:
         ways, config.shots, query, seed, name=f'{config.split} {subset}',
         transform=augment if config.augment and subset == 'train' else None)
 
-  held_out = {split: sampler(split, config.num_ways, config.num_eval_query, seed)
-              for split, seed in registry.EVAL_SEEDS.items()}
+  held_out = {split: functools.partial(sampler, split, config.num_ways, config.num_eval_query,
+                                       seed) for split, seed in registry.EVAL_SEEDS.items()}
   return episodes.EpisodeSource(
       sampler('train', config.num_train_ways, config.num_query, config.seed), held_out,
       config.meta_batch_size, eval_images=4000)
