@@ -23,7 +23,11 @@ setup(
     python_requires='>=3.10',
     install_requires=requirements(),
     extras_require={
-        'test': ['pytest==9.2.0', 'pytest-xdist==3.8.0'],
+        # The README's test command installs it: a test reads the event files
+        # back with TensorBoard's own reader.
+        'test': ['pytest==9.2.0', 'pytest-xdist==3.8.0', 'tensorboard==2.21.0'],
+        # `tensorboard --logdir RUN` on the event files every run writes.
+        'tensorboard': ['tensorboard==2.21.0'],
         # Side-by-side benchmarks. learn2learn 0.2.0 does not build from PyPI on
         # Python 3.11; see ../shared/BENCHMARKS.md for its install steps.
         'bench': ['torch==2.13.0'],

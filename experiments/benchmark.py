@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import l2l_compare  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 cli.define_config_flags()
+flags.adopt_module_key_flags(cli)  # --help shows metajax's flags beside the script's
 flags.DEFINE_bool('synthetic_data', False,
                   'random tasks of the right shapes instead of the dataset (no files needed)')
 flags.DEFINE_enum('compare', '', ['', 'learn2learn'],

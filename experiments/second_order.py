@@ -42,6 +42,7 @@ from metajax.algorithms.common import split_loss
 from metajax.run import build_run
 
 cli.define_config_flags()
+flags.adopt_module_key_flags(cli)  # --help shows metajax's flags beside the script's
 flags.DEFINE_string('workdir', None, 'where the JSON table and figures go', required=True)
 flags.DEFINE_string('load_workdir', None,
                     'analyse the checkpoints of this trained run instead of training (a)')

@@ -24,6 +24,7 @@ from metajax import loop
 from metajax import rundir
 
 cli.define_config_flags()
+flags.adopt_module_key_flags(cli)  # --help shows metajax's flags beside the script's
 flags.DEFINE_string('workdir', None, 'run directory (default: a new temporary one)')
 flags.DEFINE_list('baselines', None,
                   'algorithms trained beside --algorithm with the same flags (less the '

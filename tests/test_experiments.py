@@ -141,6 +141,27 @@ class ScriptsTest(parameterized.TestCase):
     self.assertIn(f'--data_dir={typo} does not exist', out.stderr)
     self.assertFalse(os.path.exists(typo))
 
+  @pytest.mark.omniglot
+  @parameterized.parameters(
+      (['--ways=5000'], '--ways=5000: the vinyals train split has only 4400 classes'),
+      (['--shots=15', '--query=6'],
+       '--shots=15 plus --query=6 is 21 images per class, but each class has only 20'),
+      (['--ways=500'], None),  # 400 validation classes, but no validation runs: accepted
+  )
+  def test_episode_errors_are_the_ones_the_readme_quotes(self, args, message):
+    workdir = os.path.join(self.create_tempdir().full_path, 'run')
+    small = ['--num_steps=1', '--eval_tasks=1', '--meta_batch_size=1', '--channels=8',
+             '--progress=false'] + (['--query=1'] if message is None else [])
+    out = script('train.py', f'--workdir={workdir}', '--dataset=omniglot', '--algorithm=protonet',
+                 *args, *small)
+    if message is None:
+      self.assertEqual(out.returncode, 0, out.stderr)
+      return
+    self.assertIn(f'error: {message}\n', out.stderr)
+    with open(os.path.join(REPO, 'README.md')) as f:
+      self.assertIn(f'`{message}`', ' '.join(f.read().split()))
+    self.assertFalse(os.path.exists(workdir))
+
   def test_omniglot_table_refuses_an_unknown_row(self):
     out = script('omniglot_table.py', '--rows=maml_5w1s,maml_1w1s')
     self.assertNotEqual(out.returncode, 0)

@@ -7,6 +7,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import chex
 import jax.numpy as jnp
+import pytest
 
 from metajax import loop
 from metajax import rundir
@@ -49,6 +50,20 @@ class TrainLoopTest(parameterized.TestCase):
     self.assertEqual(sorted(int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints'))
                             if s.isdigit()), [20, 40])
     self.assertEqual(int(result.state.step), 40)
+
+  def test_tensorboard_reads_back_the_logged_metrics(self):
+    event_accumulator = pytest.importorskip(
+        'tensorboard.backend.event_processing.event_accumulator',
+        reason='tensorboard (the tensorboard or test extra) is not installed')
+    workdir = self.create_tempdir().full_path
+    loop.train_and_evaluate(Config(**TINY), workdir, show_progress=False)
+    events = event_accumulator.EventAccumulator(os.path.join(workdir, 'tensorboard'))
+    events.Reload()
+    logged = [r for r in _rows(workdir) if r['split'] == 'train']
+    read = events.Scalars('train/query_loss')
+    self.assertEqual([e.step for e in read], [r['step'] for r in logged])
+    for event, row in zip(read, logged):
+      self.assertAlmostEqual(event.value, row['query_loss'], places=5)
 
   def test_validation_keeps_the_best_checkpoint_and_tests_it(self):
     workdir = self.create_tempdir().full_path
