@@ -162,6 +162,17 @@ class ScriptsTest(parameterized.TestCase):
       self.assertIn(f'`{message}`', ' '.join(f.read().split()))
     self.assertFalse(os.path.exists(workdir))
 
+  @parameterized.parameters(('train.py', '--workdir'), ('benchmark.py', '--windows'),
+                            ('second_order.py', '--analyse_at'), ('evaluate.py', '--num_tasks'))
+  def test_help_shows_the_scripts_flags_and_metajaxs(self, name, own_flag):
+    out = script(name, '--help')
+    self.assertIn(out.returncode, (0, 1), out.stderr)  # absl's --help exits with 1
+    self.assertIn(f'  {own_flag}', out.stdout)
+    if name != 'evaluate.py':  # evaluate.py takes no Config flags: the run has them
+      for flag in ('--algorithm', '--inner_lr', '--dataset', '--meta_batch_size'):
+        self.assertIn(f'  {flag}', out.stdout)
+    self.assertNotIn('--xla_', out.stdout)  # only --helpfull lists every module's flags
+
   def test_omniglot_table_refuses_an_unknown_row(self):
     out = script('omniglot_table.py', '--rows=maml_5w1s,maml_1w1s')
     self.assertNotEqual(out.returncode, 0)

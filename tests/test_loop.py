@@ -51,6 +51,15 @@ class TrainLoopTest(parameterized.TestCase):
                             if s.isdigit()), [20, 40])
     self.assertEqual(int(result.state.step), 40)
 
+  def test_loading_a_folder_that_is_not_a_run_names_the_argument_and_creates_nothing(self):
+    folder = self.create_tempdir().full_path
+    with self.assertRaisesRegex(FileNotFoundError, f'^workdir={folder} holds no run'):
+      rundir.load_learner(folder)
+    rundir.write_config(Config(hidden=(8,)).resolve(), folder)  # settings, no checkpoint
+    with self.assertRaisesRegex(FileNotFoundError, f'^workdir={folder} holds no checkpoint'):
+      rundir.load_run(folder)
+    self.assertEqual(sorted(os.listdir(folder)), ['config.json', 'flags.txt'])
+
   def test_tensorboard_reads_back_the_logged_metrics(self):
     event_accumulator = pytest.importorskip(
         'tensorboard.backend.event_processing.event_accumulator',

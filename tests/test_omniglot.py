@@ -12,7 +12,7 @@ from absl.testing import parameterized
 import numpy as np
 import pytest
 
-from metajax.data import episodes, omniglot, omniglot_tfds, splits
+from metajax.data import episodes, omniglot, omniglot_download, omniglot_tfds, splits
 from tests import helpers
 
 @pytest.mark.omniglot
@@ -101,6 +101,15 @@ class OfflineTest(parameterized.TestCase):
                                 r'images_background.zip and images_evaluation.zip.*' + target):
       omniglot.download(target, url='http://127.0.0.1:9/', show_progress=False)
     self.assertFalse(os.path.exists(target))  # nothing is left behind
+
+  def test_a_failed_download_to_the_default_folder_leaves_nothing(self):
+    home = self.create_tempdir().full_path
+    env = {'HOME': home, omniglot_download.ENV_URL: 'http://127.0.0.1:9/'}
+    with absltest.mock.patch.dict(os.environ, env):
+      os.environ.pop(omniglot.ENV_DATA_DIR, None)
+      with self.assertRaisesRegex(FileNotFoundError, 'could not be downloaded'):
+        omniglot.load(show_progress=False)
+    self.assertEqual(os.listdir(home), [])  # no ~/.cache/metajax/omniglot left behind
 
   def test_a_folder_that_does_not_exist_is_an_error_and_is_not_created(self):
     typo = os.path.join(self.create_tempdir().full_path, 'omniglott')
