@@ -49,6 +49,7 @@ flags.DEFINE_list('rows', list(ROWS), f'rows to run, of: {", ".join(ROWS)}')
 flags.DEFINE_integer('num_steps', None, 'override the presets\' meta-steps (quick checks)')
 flags.DEFINE_integer('eval_tasks', None, 'override the presets\' 600 test episodes')
 flags.DEFINE_string('data_dir', None, 'Omniglot folder (default: the presets\' own)')
+flags.DEFINE_string('data_source', None, 'files | tfds (default: the presets\' own)')
 FLAGS = flags.FLAGS
 
 
@@ -59,7 +60,8 @@ def _known_rows(rows):
 
 def preset(row: str):
   name, extra, _ = ROWS[row]
-  overrides = [f'--{flag}={FLAGS[flag].value}' for flag in ('num_steps', 'eval_tasks', 'data_dir')
+  overrides = [f'--{flag}={FLAGS[flag].value}'
+               for flag in ('num_steps', 'eval_tasks', 'data_dir', 'data_source')
                if FLAGS[flag].value is not None]
   return cli.config_from_flagfile(os.path.join(CONFIGS, name), *extra, *overrides)
 
