@@ -23,7 +23,8 @@ HELP = {
     'dataset': ' | '.join(DATASETS),
     'ways': 'classes per task (N); unset for regression',
     'shots': 'support examples per class (K)',
-    'query': 'query examples per class (default: = shots)',
+    'query': 'query examples per class (default: the dataset\'s: 15 for images, = shots for '
+             'sinusoid)',
     'inner_steps': 'inner-loop steps during meta-training',
     'inner_lr': 'inner-loop learning rate (Meta-SGD: its initial value)',
     'inner_optimizer': 'inner-loop optimizer, differentiated through: sgd | momentum | adam',
@@ -34,8 +35,9 @@ HELP = {
     'seed': 'seed of initialisation and training tasks',
     'hidden': 'hidden widths of the MLP',
     'remat': 'rematerialise inner steps in the backward pass (less memory)',
-    'backprop_steps': 'maml/anil/metasgd: backpropagate through only the last k inner steps, '
-                      'the earlier ones first-order (default: all)',
+    'backprop_steps': ', '.join(n for n, s in ALGORITHMS.items() if s.truncatable)
+                      + ': backpropagate through only the last k inner steps, the earlier ones '
+                      'first-order (default: all)',
     'imaml_lambda': 'iMAML: strength lambda of the proximal term lambda/2 ||phi - theta||^2',
     'cg_steps': 'iMAML: conjugate-gradient iterations for the implicit meta-gradient',
     'predictor_head': 'predictor: how a query is scored against the predicted class weights: '
@@ -57,8 +59,8 @@ HELP = {
     'mesh_shape': 'devices per axis of the device mesh (tasks[,model]); default: every device '
                   'on the tasks axis, which shards the meta-batch',
     'task_chunk': 'tasks vmapped together; a scan over chunks adds up their meta-gradients, '
-                  'so memory holds one chunk (0: auto, 1 for image models on a CPU, the whole '
-                  'meta-batch otherwise)',
+                  'so memory holds one chunk (0: auto, one task per device for image models '
+                  'on a CPU, the whole meta-batch otherwise)',
     'eval_every': 'evaluate on validation tasks every N meta-steps (0: never)',
     'checkpoint_every': 'save a checkpoint every N meta-steps',
     'log_every': 'log training metrics every N meta-steps',
@@ -124,7 +126,7 @@ def define_config_flags(flag_values=flags.FLAGS) -> None:
 
 _NAMES = '|'.join(sorted([f.name for f in dataclasses.fields(Config)] + ['workdir'], key=len,
                          reverse=True))
-_ARGUMENT = re.compile(rf'(?<![-\w.])({_NAMES})=')
+_ARGUMENT = re.compile(rf'(?<![-\w./=])({_NAMES})=')
 
 
 def flag_words(error: Exception) -> str:

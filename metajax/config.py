@@ -4,8 +4,8 @@ Scripts build a `Config` from their flags; the library never reads flags.
 Every field is named after the flag that sets it, so errors name the flag.
 Algorithm settings left unset (None) take the algorithm's own defaults
 (`metajax.algorithms.registry`) in `resolve()`; dataset facts come from the
-dataset's spec (`metajax.data.registry`). Here, and only here, strings become
-optax objects (`inner_optimizer`, `meta_optimizer`).
+dataset's spec (`metajax.data.registry`). Optimizer strings become optax
+objects in `metajax.optimizers`, which only this layer reads.
 """
 
 import dataclasses
@@ -65,7 +65,7 @@ class Config:
   num_processes: int = 1            # multi-process: number of processes
   process_id: int = 0               # multi-process: index of this process
   task_chunk: int = 0               # tasks vmapped together; 0: auto (run.task_chunk)
-  eval_every: int = 0              # 0: evaluate on validation tasks only at the end
+  eval_every: int = 0              # validate every N meta-steps (0: no validation)
   checkpoint_every: int = 1000
   log_every: int = 100
   max_checkpoints: int = 3

@@ -99,8 +99,9 @@ def train_and_evaluate(config: Config, workdir: str, show_progress: bool = True)
   if multiprocess and run.supervised:
     raise ValueError(f'--algorithm={config.algorithm} trains on supervised batches in one '
                      'process')
-  if config.eval_every:  # a split too small for the episodes fails now, not mid-run
-    next(iter(run.source.eval_batches('val', 1)))
+  # A held-out split too small for the episodes fails now, not after training.
+  for split in ('val', 'test') if config.eval_every else ('test',):
+    next(iter(run.source.eval_batches(split, 1)))
 
   os.makedirs(workdir, exist_ok=True)
   with rundir.exclusive(workdir) if primary else contextlib.nullcontext():
@@ -123,7 +124,8 @@ def _train(run: Run, workdir: str, show_progress: bool, primary: bool, share) ->
   checkpointer = Checkpointer(workdir, config.max_checkpoints)
   state = _restore(run, workdir, state, checkpointer)
   start = int(state.step)
-  times = {'compile_s': 0.0, 'train_s': 0.0, 'eval_s': 0.0, 'steps': config.num_steps - start}
+  times = {'compile_s': 0.0, 'train_s': 0.0, 'eval_s': 0.0,
+           'steps': max(0, config.num_steps - start)}
   if talk and start >= config.num_steps:
     progress_lib.say(f'{workdir}: already finished at step {start}; evaluating only')
   elif talk and start:

@@ -6,7 +6,7 @@ from typing import Any
 class Registry(dict):
   """`{name: spec}`, filled by `register(spec)` from the module that defines each spec.
 
-  Errors name the argument: `register` refuses a second spec of a name, `get`
+  Errors name the argument: `register` refuses a second spec of a name, `lookup`
   an unknown name (listing the known ones).
   """
 

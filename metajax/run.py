@@ -96,11 +96,12 @@ class Run:
                                          task_chunk=task_chunk(self.config), mesh=mesh)
 
   def train_batches(self, start: int, stop: int, share=None):
-    """The training batches of steps start..stop-1 (supervised ones for `batch_loss`)."""
+    """The training batches of steps start..stop-1 (supervised ones for `batch_loss`).
+
+    `share` = (first, count): this process's tasks of each meta-batch; a
+    supervised run has none (the loop refuses one over several processes).
+    """
     if self.supervised:
-      if share is not None:
-        raise ValueError(f'--algorithm={self.config.algorithm} trains on supervised batches '
-                         'in one process')
       return self.source.supervised_batches(start, stop)
     return self.source.batches(start, stop, share)
 

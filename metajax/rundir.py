@@ -63,7 +63,8 @@ def exclusive(workdir: str):
   A second process that enters while a live one holds it stops at once with
   `RunDirectoryBusyError` naming the holder. A lock left by a process that no
   longer runs (killed with SIGKILL, say) is stale and is taken over, so a
-  killed run resumes.
+  killed run resumes. (Two processes that take over one stale lock at the same
+  instant can still both enter; launching a killed run twice at once is rare.)
   """
   path = os.path.join(workdir, LOCK)
   mine = {'pid': os.getpid(), 'host': socket.gethostname(), 'since': time.strftime('%c'),
@@ -72,11 +73,9 @@ def exclusive(workdir: str):
     try:
       fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
-      try:
-        with open(path) as f:
-          holder = json.load(f)
-      except (OSError, ValueError):
-        holder = {}  # being written, or unreadable: treat as stale
+      holder = _read_lock(path)
+      if holder is None:
+        continue  # released meanwhile
       if holder and _alive(holder):
         raise RunDirectoryBusyError(
             f'workdir={workdir} is in use by process {holder.get("pid")} on '
@@ -93,8 +92,28 @@ def exclusive(workdir: str):
   try:
     yield
   finally:
-    with contextlib.suppress(FileNotFoundError):
-      os.remove(path)
+    if _read_lock(path) == mine:  # release only our own lock
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+
+
+def _read_lock(path: str, patience_s: float = 1.0) -> Optional[dict]:
+  """The lock's holder; {} if it stays unreadable; None if there is no lock.
+
+  A lock is created empty and then written, so an unreadable one is read
+  again for up to `patience_s` before it counts as stale.
+  """
+  deadline = time.monotonic() + patience_s
+  while True:
+    try:
+      with open(path) as f:
+        return json.load(f)
+    except FileNotFoundError:
+      return None
+    except (OSError, ValueError):
+      if time.monotonic() > deadline:
+        return {}
+      time.sleep(0.05)
 
 
 def read_config(workdir: str) -> Optional[Config]:

@@ -92,3 +92,18 @@ class MiniImageNetTest(parameterized.TestCase):
     self.assertFalse(np.array_equal(other.batch(0, 2).query.x, tasks.query.x))
     with self.assertRaisesRegex(ValueError, "^dataset='sinusoid': episodes of classes"):
       metajax.episode_sampler('sinusoid')
+
+  def test_errors_name_the_setting_the_number_came_from_and_come_before_training(self):
+    data_dir = make_fixture(self.create_tempdir().full_path, 'pickle')
+    base = dict(dataset='miniimagenet', algorithm='protonet', shots=1, query=1, channels=4,
+                num_steps=2, eval_tasks=2, data_dir=data_dir)
+    with self.assertRaisesRegex(ValueError, '^train_ways=6: the miniimagenet train split has '
+                                'only 5 classes'):
+      miniimagenet.make_source(Config(**base, ways=3, train_ways=6).validate(), False)
+    source = miniimagenet.make_source(Config(**base, ways=3, eval_query=12).validate(), False)
+    with self.assertRaisesRegex(ValueError, '^shots=1 plus eval_query=12 is 13 images'):
+      next(source.eval_batches('test', 1))
+    workdir = os.path.join(self.create_tempdir().full_path, 'run')
+    with self.assertRaisesRegex(ValueError, '^ways=5: the miniimagenet test split has only 4'):
+      loop.train_and_evaluate(Config(**base, ways=5), workdir, show_progress=False)
+    self.assertFalse(os.path.exists(workdir))  # refused before anything was written

@@ -111,6 +111,29 @@ class OfflineTest(parameterized.TestCase):
         omniglot.load(show_progress=False)
     self.assertEqual(os.listdir(home), [])  # no ~/.cache/metajax/omniglot left behind
 
+  @pytest.mark.omniglot
+  def test_a_run_downloads_into_the_default_folder_it_records(self):
+    from metajax import run as run_lib  # pylint: disable=g-import-not-at-top
+    from metajax.config import Config  # pylint: disable=g-import-not-at-top
+    tmp = self.create_tempdir().full_path
+    served = helpers.make_subset(helpers.OMNIGLOT_DIR, os.path.join(tmp, 'served'), alphabets=1)
+    handler = functools.partial(_QuietHandler, directory=served)
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    home = os.path.join(tmp, 'home')
+    env = {'HOME': home, omniglot_download.ENV_URL: f'http://127.0.0.1:{server.server_address[1]}/'}
+    try:
+      with absltest.mock.patch.dict(os.environ, env):
+        os.environ.pop(omniglot.ENV_DATA_DIR, None)
+        config = run_lib.with_data_dir(Config(dataset='omniglot').resolve())
+        default = os.path.join(home, '.cache', 'metajax', 'omniglot')
+        self.assertEqual(config.data_dir, default)  # what config.json records
+        data = omniglot.load(config.data_dir, show_progress=False)  # as make_source calls it
+    finally:
+      server.shutdown()
+    self.assertEqual(sorted(os.listdir(default)), sorted(omniglot.ARCHIVES))
+    self.assertGreater(len(data.characters), 10)
+
   def test_a_folder_that_does_not_exist_is_an_error_and_is_not_created(self):
     typo = os.path.join(self.create_tempdir().full_path, 'omniglott')
     with self.assertRaisesRegex(FileNotFoundError, f'^data_dir={typo} does not exist'):

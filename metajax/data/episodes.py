@@ -28,15 +28,19 @@ class EpisodeSampler:
     name: the split's name, for error messages.
     transform: `(x, rng) -> x` on the float images [N, K + Q, H, W, C] of an
       episode in [0, 1] (normalisation, augmentation).
+    names: what the caller calls `ways` and `query`, for error messages
+      (e.g. ('train_ways', 'query'), ('ways', 'eval_query')).
   """
 
   def __init__(self, images: np.ndarray, classes: np.ndarray, ways: int, shots: int,
-               query: int, seed: int, name: str = 'train', transform=None):
+               query: int, seed: int, name: str = 'train', transform=None,
+               names: tuple[str, str] = ('ways', 'query')):
     drawings = images.shape[1]
+    ways_name, query_name = names
     if ways > len(classes):
-      raise ValueError(f'ways={ways}: the {name} split has only {len(classes)} classes')
+      raise ValueError(f'{ways_name}={ways}: the {name} split has only {len(classes)} classes')
     if shots + query > drawings:
-      raise ValueError(f'shots={shots} plus query={query} is {shots + query} images '
+      raise ValueError(f'shots={shots} plus {query_name}={query} is {shots + query} images '
                        f'per class, but each class has only {drawings}')
     self.images, self.classes = images, np.asarray(classes)
     self.ways, self.shots, self.query, self.seed = ways, shots, query, seed
@@ -138,6 +142,13 @@ class EpisodeSource:
     chunk = max(1, self.eval_images // (sampler.ways * (sampler.shots + sampler.query)))
     for index, start in enumerate(range(0, num_tasks, chunk)):
       yield sampler.batch(index, min(chunk, num_tasks - start))
+
+
+def setting_names(config, subset: str) -> tuple[str, str]:
+  """The settings whose values a sampler of `subset` gets as `ways` and `query`."""
+  if subset == 'train':
+    return ('train_ways' if config.train_ways is not None else 'ways'), 'query'
+  return 'ways', ('eval_query' if config.eval_query is not None else 'query')
 
 
 def stack(tasks: list[Task]) -> Task:

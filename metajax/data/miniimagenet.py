@@ -182,7 +182,8 @@ def make_source(config, show_progress: bool = True) -> episodes.EpisodeSource:
     _, images = load(subset, config.data_dir, show_progress=show_progress)
     classes = np.stack([np.arange(len(images)), np.zeros(len(images), np.int64)], -1)
     return episodes.EpisodeSampler(images, classes, ways, config.shots, query, seed,
-                                   name=f'miniimagenet {subset}', transform=transform)
+                                   name=f'miniimagenet {subset}', transform=transform,
+                                   names=episodes.setting_names(config, subset))
 
   held_out = {split: functools.partial(sampler, split, config.num_ways, config.num_eval_query,
                                        seed, normalize)

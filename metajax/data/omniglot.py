@@ -150,8 +150,8 @@ def load(data_dir: Optional[str] = None, cache_dir: Optional[str] = None, size: 
 
   Args:
     data_dir: folder with the official zips or their extracted folders; it
-      must exist (default: `default_data_dir()`, where missing zips are
-      downloaded).
+      must exist, unless it is `default_data_dir()` (the default), where
+      missing zips are downloaded.
     cache_dir: where the uint8 cache lives (default: `default_cache_dir()`; the
       data folder is only read).
     size: side of the resized images.
@@ -162,10 +162,12 @@ def load(data_dir: Optional[str] = None, cache_dir: Optional[str] = None, size: 
     FileNotFoundError: the files are missing and cannot be downloaded.
     ValueError: a source file is truncated or corrupt.
   """
-  if data_dir is not None and not os.path.isdir(data_dir):
+  default = default_data_dir()
+  if (data_dir is not None and not os.path.isdir(data_dir)
+      and os.path.abspath(data_dir) != os.path.abspath(default)):
     raise FileNotFoundError(f'data_dir={data_dir} does not exist: point it at the folder '
                             f'holding {" and ".join(ARCHIVES)}')
-  data_dir = data_dir or default_data_dir()
+  data_dir = data_dir or default
   if any(_source(data_dir, s) is None for s in SETS):
     if not download_missing:
       raise FileNotFoundError(
@@ -250,7 +252,8 @@ def make_source(config, show_progress: bool = True) -> episodes.EpisodeSource:
     return episodes.EpisodeSampler(
         data.images, splits.classes(data.characters, config.split, subset, rotations),
         ways, config.shots, query, seed, name=f'{config.split} {subset}',
-        transform=augment if config.augment and subset == 'train' else None)
+        transform=augment if config.augment and subset == 'train' else None,
+        names=episodes.setting_names(config, subset))
 
   held_out = {split: functools.partial(sampler, split, config.num_ways, config.num_eval_query,
                                        seed) for split, seed in registry.EVAL_SEEDS.items()}
