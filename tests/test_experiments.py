@@ -141,13 +141,13 @@ class ScriptsTest(parameterized.TestCase):
     self.assertIn(f'--data_dir={typo} does not exist', out.stderr)
     self.assertFalse(os.path.exists(typo))
 
-  @pytest.mark.omniglot
   @parameterized.parameters(
       (['--ways=5000'], '--ways=5000: the vinyals train split has only 4400 classes'),
       (['--shots=15', '--query=6'],
        '--shots=15 plus --query=6 is 21 images per class, but each class has only 20'),
       (['--ways=500'], None),  # 400 validation classes, but no validation runs: accepted
   )
+  @pytest.mark.omniglot  # below the parameters: each generated test carries the mark
   def test_episode_errors_are_the_ones_the_readme_quotes(self, args, message):
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
     small = ['--num_steps=1', '--eval_tasks=1', '--meta_batch_size=1', '--channels=8',

@@ -55,8 +55,8 @@ def download(data_dir: str, url: Optional[str] = None, show_progress: bool = Tru
       raise FileNotFoundError(
           f'Omniglot is not in data_dir={data_dir} and could not be downloaded '
           f'from {url} ({e}). Put {" and ".join(ARCHIVES)} (the official release: '
-          f'{URL}), or the folders they extract to, in {data_dir}, or point '
-          f'data_dir / ${ENV_DATA_DIR} at them.') from e
+          f'{URL}), or the folders they extract to, in {data_dir}, or set '
+          f'data_dir=FOLDER or ${ENV_DATA_DIR} to the folder that holds them.') from e
 
 
 def _first_missing_folder(path: str) -> Optional[str]:
