@@ -1,5 +1,6 @@
 """Omniglot loading, caching, downloading, splits and episode sampling."""
 
+import contextlib
 import functools
 import hashlib
 import http.server
@@ -79,15 +80,9 @@ class SourceTest(parameterized.TestCase):
   def test_download_from_a_local_server(self):
     tmp = self.create_tempdir().full_path
     served = helpers.make_subset(helpers.OMNIGLOT_DIR, os.path.join(tmp, 'served'), alphabets=1)
-    handler = functools.partial(_QuietHandler, directory=served)
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-      url = f'http://127.0.0.1:{server.server_address[1]}/'
-      target = os.path.join(tmp, 'downloaded')
+    target = os.path.join(tmp, 'downloaded')
+    with _serving(served) as url:
       omniglot.download(target, url=url, show_progress=False)
-    finally:
-      server.shutdown()
     for archive in omniglot.ARCHIVES:
       self.assertEqual(_sha(os.path.join(target, archive)), _sha(os.path.join(served, archive)))
     self.assertEqual(sorted(os.listdir(target)), sorted(omniglot.ARCHIVES))
@@ -117,20 +112,14 @@ class OfflineTest(parameterized.TestCase):
     from metajax.config import Config  # pylint: disable=g-import-not-at-top
     tmp = self.create_tempdir().full_path
     served = helpers.make_subset(helpers.OMNIGLOT_DIR, os.path.join(tmp, 'served'), alphabets=1)
-    handler = functools.partial(_QuietHandler, directory=served)
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     home = os.path.join(tmp, 'home')
-    env = {'HOME': home, omniglot_download.ENV_URL: f'http://127.0.0.1:{server.server_address[1]}/'}
-    try:
-      with absltest.mock.patch.dict(os.environ, env):
-        os.environ.pop(omniglot.ENV_DATA_DIR, None)
-        config = run_lib.with_data_dir(Config(dataset='omniglot').resolve())
-        default = os.path.join(home, '.cache', 'metajax', 'omniglot')
-        self.assertEqual(config.data_dir, default)  # what config.json records
-        data = omniglot.load(config.data_dir, show_progress=False)  # as make_source calls it
-    finally:
-      server.shutdown()
+    with _serving(served) as url, absltest.mock.patch.dict(
+        os.environ, {'HOME': home, omniglot_download.ENV_URL: url}):
+      os.environ.pop(omniglot.ENV_DATA_DIR, None)
+      config = run_lib.with_data_dir(Config(dataset='omniglot').resolve())
+      default = os.path.join(home, '.cache', 'metajax', 'omniglot')
+      self.assertEqual(config.data_dir, default)  # what config.json records
+      data = omniglot.load(config.data_dir, show_progress=False)  # as make_source calls it
     self.assertEqual(sorted(os.listdir(default)), sorted(omniglot.ARCHIVES))
     self.assertGreater(len(data.characters), 10)
 
@@ -256,6 +245,18 @@ class SamplerTest(parameterized.TestCase):
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
   def log_message(self, *args):
     pass
+
+
+@contextlib.contextmanager
+def _serving(folder):
+  """The URL of a local HTTP server of `folder` (127.0.0.1), for as long as the block runs."""
+  handler = functools.partial(_QuietHandler, directory=folder)
+  server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+  threading.Thread(target=server.serve_forever, daemon=True).start()
+  try:
+    yield f'http://127.0.0.1:{server.server_address[1]}/'
+  finally:
+    server.shutdown()
 
 
 def _sha(path):
