@@ -80,6 +80,10 @@ HELP = {
     'train_ways': 'ways of training episodes, e.g. 60 for ProtoNets (default: --ways)',
     'channels': 'filters per block of Conv4 (default: 64 for Omniglot, 32 for miniImageNet)',
     'model': 'mlp | conv4 | resnet12 (default: mlp for sinusoid, conv4 for images)',
+    'batch_norm': 'transductive: every batch (support set, query set) is normalised with its own '
+                  'statistics, as in the MAML paper | support: a task\'s query inputs are '
+                  'normalised with its support set\'s statistics, so no query example sees '
+                  'another (conv4, resnet12)',
     'augment': 'random 8-pixel-padded crops and horizontal flips of miniImageNet training '
                'episodes; random 2-pixel shifts of Omniglot pre-training images (finetune)',
 }

@@ -81,6 +81,7 @@ class Config:
   channels: Optional[int] = None    # filters per block of Conv4 (None: the dataset's)
   model: Optional[str] = None       # mlp | conv4 | resnet12 (None: the dataset's first)
   augment: bool = False             # random crops / shifts of training images
+  batch_norm: str = 'transductive'  # transductive | support: whose statistics normalise a query
 
   def __post_init__(self):
     for name in ('hidden', 'eval_inner_steps', 'mesh_shape'):

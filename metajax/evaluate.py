@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metajax import losses
 from metajax.learner import MetaLearner
 from metajax.types import Array, Params, PRNGKey, Task
 
@@ -29,9 +30,9 @@ def _per_task(learner: MetaLearner, metric_fn, num_steps: int, theta: Params,
               tasks: Task, keys: PRNGKey) -> Array:
 
   def one(task, key):
-    predictions = learner.predict(theta, task.support, task.query.x, key,
-                                  num_steps)
-    return metric_fn(predictions, task.query.y)
+    predictions = learner.predict(theta, task.support, task.query.x, key, num_steps,
+                                  task.query.mask)
+    return losses.masked_mean(metric_fn, predictions, task.query.y, task.query.mask)
 
   return jax.vmap(one)(tasks, keys)
 

@@ -16,9 +16,11 @@ checkpointing, evaluation) is written once in `metajax.step`, `metajax.loop` and
   before each inner step, [max(num_steps, 1)]: with no step, the support loss
   of the unadapted learner.
   `num_steps` (static) overrides the training number of inner steps.
-- `apply(theta, phi, x) -> predictions` for inputs `x` of the task that `phi`
-  was adapted to; `predict(theta, support, query_x, rng, num_steps=None)` is
-  `apply` after `adapt`.
+- `apply(theta, phi, x, mask=None) -> predictions` for inputs `x` of the task
+  that `phi` was adapted to (`mask`: the real rows of a padded `x`, as
+  `Split.mask`); `predict(theta, support, query_x, rng, num_steps=None,
+  query_mask=None)` is `apply` after `adapt`. Rows are predicted independently
+  except for batch statistics over the real rows (transductive batch norm).
 - exactly one way to train: `outer_loss(theta, task, rng) -> (loss, aux)`,
   whose `jax.grad` is the meta-gradient; or `meta_gradient(theta, task, rng)
   -> (direction, aux)` where the update is not a gradient (Reptile, iMAML);
@@ -55,7 +57,7 @@ class MetaLearner(NamedTuple):
   name: str
   init: Callable[[PRNGKey, Task], Params]
   adapt: Callable[..., Adapted]
-  apply: Callable[[Params, Params, Array], Array]
+  apply: Callable[..., Array]
   outer_loss: Optional[Callable[[Params, Task, PRNGKey], tuple[Array, Metrics]]] = None
   meta_gradient: Optional[Callable[[Params, Task, PRNGKey], tuple[Params, Metrics]]] = None
   batch_loss: Optional[Callable[[Params, Split, PRNGKey], tuple[Array, Metrics]]] = None
@@ -63,6 +65,7 @@ class MetaLearner(NamedTuple):
   any_ways: bool = False
 
   def predict(self, theta: Params, support: Split, query_x: Array, rng: PRNGKey,
-              num_steps: Optional[int] = None) -> Array:
-    """Predictions for `query_x` after adapting to `support`."""
-    return self.apply(theta, self.adapt(theta, support, rng, num_steps).params, query_x)
+              num_steps: Optional[int] = None, query_mask: Optional[Array] = None) -> Array:
+    """Predictions for `query_x` (real rows: `query_mask`) after adapting to `support`."""
+    return self.apply(theta, self.adapt(theta, support, rng, num_steps).params, query_x,
+                      query_mask)

@@ -26,8 +26,9 @@ from metajax.types import LossFn, Params, Task
 
 MODELS = {  # --model -> (config, output width) -> flax module
     'mlp': lambda config, out: MLP(hidden=config.hidden, out=out),
-    'conv4': lambda config, out: Conv4(out=out, channels=(config.num_channels,) * 4),
-    'resnet12': lambda config, out: ResNet12(out=out),
+    'conv4': lambda config, out: Conv4(out=out, channels=(config.num_channels,) * 4,
+                                       batch_norm=config.batch_norm),
+    'resnet12': lambda config, out: ResNet12(out=out, batch_norm=config.batch_norm),
 }
 
 
@@ -122,7 +123,8 @@ class Run:
       bar.close()
     for r in records:
       r.update(split=split, algorithm=config.algorithm, dataset=config.dataset,
-               ways=config.num_ways, shots=config.shots, query=config.num_eval_query)
+               ways=config.num_ways, shots=config.shots, query=config.num_eval_query,
+               batch_norm=config.batch_norm)
     return records
 
   def for_episodes(self, ways: Optional[int] = None, shots: Optional[int] = None,

@@ -1,6 +1,6 @@
 """Type aliases and the `Task` pytree shared by every part of metajax."""
 
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import chex
 import jax
@@ -12,9 +12,15 @@ Metrics = dict[str, Array]
 
 
 class Split(NamedTuple):
-  """Inputs and targets of one side of a task (support or query), or a supervised batch."""
+  """Inputs and targets of one side of a task (support or query), or a supervised batch.
+
+  `mask` (bool [n]) marks the real examples of a padded split (variable-size
+  episodes padded to a fixed shape for `jit`): padding rows count in no loss,
+  metric, class mean or batch-norm statistic. None: every row is real.
+  """
   x: Array
   y: Array
+  mask: Optional[Array] = None
 
 
 class Task(NamedTuple):

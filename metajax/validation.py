@@ -12,6 +12,7 @@ from metajax.optimizers import INNER_OPTIMIZERS, meta_optimizer
 ALGORITHM_SETTINGS = tuple(sorted({s for spec in ALGORITHMS.values() for s in spec.settings}))
 LR_SCHEDULES = ('constant', 'warmup_cosine')
 COMPUTE_DTYPES = ('float32', 'bfloat16')
+BATCH_NORMS = ('transductive', 'support')
 POSITIVE = ('shots', 'meta_batch_size', 'num_steps', 'checkpoint_every', 'log_every',
             'eval_tasks', 'max_checkpoints', 'num_processes', 'query', 'eval_query', 'cg_steps',
             'channels')
@@ -100,6 +101,9 @@ def _check_data(config, spec, data) -> None:
          f'{config.algorithm} handles {" and ".join(spec.tasks)} tasks; '
          f'--dataset={config.dataset} has {data.task} tasks')
   choose('model', config.model_name, data.models)
+  choose('batch_norm', config.batch_norm, BATCH_NORMS)
+  if config.batch_norm != 'transductive' and config.model_name == 'mlp':
+    fail('batch_norm', config.batch_norm, '--model=mlp has no batch norm')
   choose('data_source', config.data_source, data.sources)
   if data.class_splits:
     choose('split', config.split, data.class_splits)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from metajax import inner
+from metajax import inner, losses
 from metajax.learner import Adapted, MetaLearner
 from metajax.types import Array, LossFn, Params, PRNGKey, Split, Task
 
@@ -18,9 +18,22 @@ def init_model(model: nn.Module, rng: PRNGKey, example_task: Task) -> Params:
   return {'model': model.init(rng, example_task.support.x)}
 
 
+def run_model(model: nn.Module, variables: Params, x: Array, mask: Optional[Array] = None,
+              method: Optional[str] = None) -> Array:
+  """`model.apply(variables, x)` (or its `method`), passing `mask` when there is one.
+
+  A model's `mask` is the rows whose activations make the batch statistics
+  (`models.FewShotModel`); a model of one's own that takes no mask still runs
+  every episode without padding or support statistics.
+  """
+  kwargs = {} if mask is None else {'mask': mask}
+  return model.apply(variables, x, method=method, **kwargs)
+
+
 def split_loss(model: nn.Module, loss_fn: LossFn, variables: Params, split: Split) -> Array:
-  """`loss_fn` of the model's predictions on one side of a task."""
-  return loss_fn(model.apply(variables, split.x), split.y)
+  """`loss_fn` of the model's predictions on one side of a task (its real rows)."""
+  return losses.masked_mean(loss_fn, run_model(model, variables, split.x, split.mask), split.y,
+                            split.mask)
 
 
 def with_head(variables: Params, head: Params) -> Params:
@@ -33,13 +46,45 @@ def concat_splits(a: Split, b: Split) -> Split:
 
 
 def apply_model(model: nn.Module):
-  """`apply(theta, phi, x)` for learners whose phi is the model's variables."""
+  """`apply(theta, phi, x, mask=None)` for learners whose phi is the model's variables."""
 
-  def apply(theta: Params, phi: Params, x: Array) -> Array:
+  def apply(theta: Params, phi: Params, x: Array, mask: Optional[Array] = None) -> Array:
     del theta
-    return model.apply(phi, x)
+    return run_model(model, phi, x, mask)
 
   return apply
+
+
+def support_statistics(model: nn.Module, adapt, apply):
+  """`(adapt, apply)` that normalise query inputs with the support set's batch statistics.
+
+  With `model.batch_norm == 'support'`, `adapt` keeps the support set in phi
+  (`{'phi': phi, 'support': support}`) and `apply` runs the model on the
+  support inputs and `x` together, with only the real support rows making the
+  batch-norm statistics, and returns the rows of `x`: no statistic is computed
+  over query examples, so one query input changes no other's prediction. The
+  learner's `apply` must treat rows independently but for those statistics
+  (every metajax learner does). Otherwise (`'transductive'`, or a model
+  without batch norm) both come back unchanged.
+  """
+  if getattr(model, 'batch_norm', 'transductive') != 'support':
+    return adapt, apply
+
+  def adapt_keeping_support(theta, support: Split, rng, num_steps=None) -> Adapted:
+    adapted = adapt(theta, support, rng, num_steps)
+    return Adapted({'phi': adapted.params, 'support': Split(support.x, None, support.mask)},
+                   adapted.support_losses)
+
+  def apply_with_support(theta, phi, x, mask=None):
+    del mask  # the query rows make no statistics, real or not
+    support = phi['support']
+    n = support.x.shape[0]
+    rows = jnp.ones(n, bool) if support.mask is None else support.mask
+    both = jnp.concatenate([support.x, x.astype(support.x.dtype)])
+    stats = jnp.concatenate([rows, jnp.zeros(x.shape[0], bool)])
+    return apply(theta, phi['phi'], both, stats)[n:]
+
+  return adapt_keeping_support, apply_with_support
 
 
 def full_adapt(model: nn.Module, loss_fn: LossFn, optimizer: optax.GradientTransformation,
@@ -61,21 +106,36 @@ def full_adapt(model: nn.Module, loss_fn: LossFn, optimizer: optax.GradientTrans
 
 def query_loss_learner(name: str, model: nn.Module, loss_fn: LossFn, adapt,
                        init=None, apply=None) -> MetaLearner:
-  """A learner whose meta-gradient is the gradient of the query loss after `adapt`."""
-  apply = apply or apply_model(model)
+  """A learner whose meta-gradient is the gradient of the query loss after `adapt`.
+
+  Query inputs are normalised as `model.batch_norm` says (`support_statistics`).
+  """
+  adapt, apply = support_statistics(model, adapt, apply or apply_model(model))
 
   def outer_loss(theta: Params, task: Task, rng: PRNGKey):
     adapted = adapt(theta, task.support, rng)
-    loss = loss_fn(apply(theta, adapted.params, task.query.x), task.query.y)
+    loss = query_loss(loss_fn, apply, theta, adapted.params, task.query)
     return loss, {'query_loss': loss, 'support_loss_before': adapted.support_losses[0]}
 
   return MetaLearner(name=name, init=init or functools.partial(init_model, model),
                      adapt=adapt, apply=apply, outer_loss=outer_loss)
 
 
-def class_means(features: Array, labels: Array) -> tuple[Array, Array]:
-  """([S, d] mean feature of classes 0..S-1, [S] counts), S = support size."""
+def query_loss(loss_fn: LossFn, apply, theta: Params, phi: Params, query: Split) -> Array:
+  """`loss_fn` of `apply`'s predictions on the real rows of `query`."""
+  return losses.masked_mean(loss_fn, apply(theta, phi, query.x, query.mask), query.y,
+                            query.mask)
+
+
+def class_means(features: Array, labels: Array,
+                mask: Optional[Array] = None) -> tuple[Array, Array]:
+  """([S, d] mean feature of classes 0..S-1, [S] counts), S = support size.
+
+  Rows where `mask` is False (padding) count in no class.
+  """
   one_hot = jax.nn.one_hot(labels, features.shape[0], dtype=features.dtype)
+  if mask is not None:
+    one_hot = one_hot * mask[:, None].astype(one_hot.dtype)
   counts = one_hot.sum(0)
   return one_hot.T @ features / jnp.maximum(counts, 1)[:, None], counts
 

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from metajax import inner
+from metajax import inner, losses
 from metajax.algorithms import common
 from metajax.algorithms.registry import AlgorithmSpec, register
 from metajax.learner import Adapted, MetaLearner
@@ -58,8 +58,8 @@ def finetune(model: nn.Module, loss_fn: LossFn, *, num_classes: int,
   if head not in HEADS:
     raise ValueError(f'head={head!r}: choose one of {", ".join(HEADS)}')
 
-  def embed(theta, x):
-    return model.apply(theta['model'], x, method='embed')
+  def embed(theta, x, mask=None):
+    return common.run_model(model, theta['model'], x, mask, 'embed')
 
   def new_head(rng, d, columns, dtype):
     return {'kernel': 0.01 * jax.random.normal(rng, (d, columns), dtype),
@@ -75,18 +75,22 @@ def finetune(model: nn.Module, loss_fn: LossFn, *, num_classes: int,
   def adapt(theta, support: Split, rng, num_steps=None) -> Adapted:
     """A head fitted on the support features (one column per support example)."""
     steps = inner_steps if num_steps is None else num_steps
-    features = jax.lax.stop_gradient(embed(theta, support.x))
+    features = jax.lax.stop_gradient(embed(theta, support.x, support.mask))
     columns = features.shape[0]
-    present = jax.nn.one_hot(support.y, columns).sum(0) > 0
+    _, counts = common.class_means(features, support.y, support.mask)
+    present = counts > 0
     masked = lambda fitted, f: jnp.where(present, head_logits(head, fitted, f), -1e9)
     result = inner.inner_loop(
-        lambda fitted: loss_fn(masked(fitted, features), support.y),
+        lambda fitted: losses.masked_mean(loss_fn, masked(fitted, features), support.y,
+                                          support.mask),
         new_head(rng, features.shape[-1], columns, features.dtype), inner_optimizer, steps,
         first_order=True)
     return Adapted({'head': result.params, 'present': present}, result.losses)
 
-  def apply(theta, phi, x):
-    return jnp.where(phi['present'], head_logits(head, phi['head'], embed(theta, x)), -1e9)
+  def apply(theta, phi, x, mask=None):
+    return jnp.where(phi['present'], head_logits(head, phi['head'], embed(theta, x, mask)), -1e9)
+
+  adapt, apply = common.support_statistics(model, adapt, apply)
 
   def batch_loss(theta, batch: Split, rng):
     """Supervised pre-training loss of one mini-batch."""

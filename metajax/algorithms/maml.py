@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import optax
 
-from metajax import inner
+from metajax import inner, losses
 from metajax.algorithms import common
 from metajax.algorithms.registry import AlgorithmSpec, register
 from metajax.learner import Adapted, MetaLearner
@@ -78,11 +78,11 @@ def anil(model: nn.Module, loss_fn: LossFn, *,
     del rng
     variables = theta['model']
     steps = inner_steps if num_steps is None else num_steps
-    features = model.apply(variables, support.x, method='embed')
+    features = common.run_model(model, variables, support.x, support.mask, 'embed')
 
     def head_loss(head):
       logits = model.apply(common.with_head(variables, head), features, method='classify')
-      return loss_fn(logits, support.y)
+      return losses.masked_mean(loss_fn, logits, support.y, support.mask)
 
     result = inner.inner_loop(head_loss, variables['params']['head'], inner_optimizer, steps,
                               first_order=first_order, remat=remat,

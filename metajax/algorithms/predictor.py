@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from metajax import inner
+from metajax import inner, losses
 from metajax.algorithms import common
 from metajax.algorithms.registry import AlgorithmSpec, register
 from metajax.learner import Adapted, MetaLearner
@@ -69,8 +69,8 @@ def predictor(model: nn.Module, loss_fn: LossFn, *,
   if head not in HEADS:
     raise ValueError(f'head={head!r}: choose one of {", ".join(HEADS)}')
 
-  def embed(theta, x):
-    return model.apply(theta['model'], x, method='embed')
+  def embed(theta, x, mask=None):
+    return common.run_model(model, theta['model'], x, mask, 'embed')
 
   def init(rng: PRNGKey, example_task: Task) -> Params:
     model_key, g_key = jax.random.split(rng)
@@ -86,7 +86,7 @@ def predictor(model: nn.Module, loss_fn: LossFn, *,
   def predicted_head(theta, support: Split, features: Array):
     g = theta['predictor']
     if jnp.issubdtype(support.y.dtype, jnp.integer):
-      means, counts = common.class_means(features, support.y)
+      means, counts = common.class_means(features, support.y, support.mask)
       return {'w': means @ g['kernel'] + g['bias']}, counts
     y = support.y.reshape(features.shape[0], -1)[:, :1]
     stats = jnp.mean(jnp.concatenate([features * y, features, y], -1), 0)
@@ -103,15 +103,15 @@ def predictor(model: nn.Module, loss_fn: LossFn, *,
     """The task's head: predicted, then refined by the inner steps."""
     del rng
     steps = inner_steps if num_steps is None else num_steps
-    features = embed(theta, support.x)
+    features = embed(theta, support.x, support.mask)
     task_head, counts = predicted_head(theta, support, features)
     result = inner.inner_loop(
-        lambda h: loss_fn(outputs(theta, h, counts, features), support.y), task_head,
-        inner_optimizer, steps, remat=remat)
+        lambda h: losses.masked_mean(loss_fn, outputs(theta, h, counts, features), support.y,
+                                     support.mask), task_head, inner_optimizer, steps, remat=remat)
     return Adapted({'head': result.params, 'counts': counts}, result.losses)
 
-  def apply(theta, phi, x):
-    return outputs(theta, phi['head'], phi['counts'], embed(theta, x))
+  def apply(theta, phi, x, mask=None):
+    return outputs(theta, phi['head'], phi['counts'], embed(theta, x, mask))
 
   return common.query_loss_learner('predictor', model, loss_fn, adapt, init=init,
                                    apply=apply)._replace(any_ways=True)

@@ -34,10 +34,12 @@ def pretrained(model: nn.Module, loss_fn: LossFn, *,
                              common.concat_splits(task.support, task.query))
     return loss, {'query_loss': loss, 'support_loss_before': loss}
 
+  adapt, apply = common.support_statistics(
+      model, common.full_adapt(model, loss_fn, inner_optimizer, inner_steps),
+      common.apply_model(model))
   return MetaLearner(name='pretrained',
                      init=lambda rng, task: common.init_model(model, rng, task),
-                     adapt=common.full_adapt(model, loss_fn, inner_optimizer, inner_steps),
-                     apply=common.apply_model(model), outer_loss=outer_loss)
+                     adapt=adapt, apply=apply, outer_loss=outer_loss)
 
 
 register(AlgorithmSpec(

@@ -11,6 +11,7 @@ References:
 
 import flax.linen as nn
 
+from metajax import losses
 from metajax.algorithms import common
 from metajax.algorithms.registry import AlgorithmSpec, register
 from metajax.learner import Adapted, MetaLearner
@@ -43,14 +44,14 @@ def protonet(model: nn.Module, loss_fn: LossFn) -> MetaLearner:
     prototypes, phi = {'prototypes': [S, d], 'counts': [S]}.
   """
 
-  def embed(theta, x):
-    return model.apply(theta['model'], x, method='embed')
+  def embed(theta, x, mask=None):
+    return common.run_model(model, theta['model'], x, mask, 'embed')
 
   def init(rng: PRNGKey, example_task: Task) -> Params:
     return {'model': model.init(rng, example_task.support.x, method='embed')}
 
-  def prototypes(features, labels):
-    means, counts = common.class_means(features, labels)
+  def prototypes(features, labels, mask):
+    means, counts = common.class_means(features, labels, mask)
     return {'prototypes': means, 'counts': counts}
 
   def logits(phi, features):
@@ -59,20 +60,16 @@ def protonet(model: nn.Module, loss_fn: LossFn) -> MetaLearner:
 
   def adapt(theta, support: Split, rng, num_steps=None) -> Adapted:
     del rng, num_steps
-    features = embed(theta, support.x)
-    phi = prototypes(features, support.y)
-    return Adapted(phi, loss_fn(logits(phi, features), support.y)[None])
+    features = embed(theta, support.x, support.mask)
+    phi = prototypes(features, support.y, support.mask)
+    loss = losses.masked_mean(loss_fn, logits(phi, features), support.y, support.mask)
+    return Adapted(phi, loss[None])
 
-  def apply(theta, phi, x):
-    return logits(phi, embed(theta, x))
+  def apply(theta, phi, x, mask=None):
+    return logits(phi, embed(theta, x, mask))
 
-  def outer_loss(theta, task: Task, rng):
-    adapted = adapt(theta, task.support, rng)
-    loss = loss_fn(apply(theta, adapted.params, task.query.x), task.query.y)
-    return loss, {'query_loss': loss, 'support_loss_before': adapted.support_losses[0]}
-
-  return MetaLearner(name='protonet', init=init, adapt=adapt, apply=apply,
-                     outer_loss=outer_loss, adapts=False, any_ways=True)
+  return common.query_loss_learner('protonet', model, loss_fn, adapt, init=init,
+                                   apply=apply)._replace(adapts=False, any_ways=True)
 
 
 register(AlgorithmSpec(

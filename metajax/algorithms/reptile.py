@@ -35,18 +35,19 @@ def reptile(model: nn.Module, loss_fn: LossFn, *,
     A `MetaLearner` whose `meta_gradient` is theta - phi.
   """
   adapt = common.full_adapt(model, loss_fn, inner_optimizer, inner_steps)
-  apply = common.apply_model(model)
+  learner_adapt, apply = common.support_statistics(model, adapt, common.apply_model(model))
 
   def meta_gradient(theta: Params, task: Task, rng: PRNGKey):
     theta = jax.lax.stop_gradient(theta)
     adapted = adapt(theta, task.support, rng)
     direction = {'model': jax.tree.map(lambda t, p: t - p, theta['model'], adapted.params)}
-    query_loss = loss_fn(apply(theta, adapted.params, task.query.x), task.query.y)
+    phi = learner_adapt(theta, task.support, rng).params  # with the support, if it normalises
+    query_loss = common.query_loss(loss_fn, apply, theta, phi, task.query)
     return direction, {'query_loss': query_loss,
                        'support_loss_before': adapted.support_losses[0]}
 
   return MetaLearner(name='reptile', init=lambda rng, task: common.init_model(model, rng, task),
-                     adapt=adapt, apply=apply, meta_gradient=meta_gradient)
+                     adapt=learner_adapt, apply=apply, meta_gradient=meta_gradient)
 
 
 register(AlgorithmSpec(

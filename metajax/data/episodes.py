@@ -152,7 +152,9 @@ def setting_names(config, subset: str) -> tuple[str, str]:
 
 
 def stack(tasks: list[Task]) -> Task:
-  return Task(*(Split(*(np.stack(leaves) for leaves in zip(*splits)))
+  """Tasks of equal shapes stacked on a new leading axis (masks too, if they have them)."""
+  return Task(*(Split(*(None if leaves[0] is None else np.stack(leaves)
+                        for leaves in zip(*splits)))
                 for splits in zip(*tasks)))
 
 

@@ -1,6 +1,6 @@
 """Conv4, the four-block convolutional network of MAML and Prototypical Networks."""
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -24,16 +24,34 @@ class BatchStatNorm(nn.Module):
 
   `channel_axis` (a call argument) is -1 for channels-last activations and 0
   for the channels-first output of `Conv3x3(..., channels_first_out=True)`.
+
+  `mask` (a call argument, bool over the batch axes, e.g. [n]) picks the rows
+  whose activations make the statistics; every row is normalised with them.
+  Padding rows of a variable-size episode are left out this way, and so is a
+  query set normalised with its support set's statistics (`batch_norm='support'`
+  of the models). None: every row.
   """
   epsilon: float = 1e-5
 
   @nn.compact
-  def __call__(self, x: Array, channel_axis: int = -1) -> Array:
+  def __call__(self, x: Array, channel_axis: int = -1, mask: Optional[Array] = None) -> Array:
     channel_axis %= x.ndim
     axes = tuple(a for a in range(x.ndim) if a != channel_axis)
     channels = x.shape[channel_axis]
-    mean = jnp.mean(x, axes)
-    var = jnp.maximum(jnp.mean(jnp.square(x), axes) - jnp.square(mean), 0.0)
+    if mask is None:
+      mean, mean_square = jnp.mean(x, axes), jnp.mean(jnp.square(x), axes)
+    else:
+      if channel_axis == x.ndim - 1:
+        weights = mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim))
+      elif channel_axis == 0:
+        weights = mask.reshape((1,) + mask.shape + (1,) * (x.ndim - mask.ndim - 1))
+      else:
+        raise ValueError(f'channel_axis={channel_axis}: a mask needs channels first or last')
+      weights = weights.astype(x.dtype)
+      count = jnp.sum(weights) * (x.size // (channels * mask.size))
+      mean = jnp.sum(x * weights, axes) / count
+      mean_square = jnp.sum(jnp.square(x) * weights, axes) / count
+    var = jnp.maximum(mean_square - jnp.square(mean), 0.0)
     scale = self.param('scale', nn.initializers.ones, (channels,), x.dtype)
     bias = self.param('bias', nn.initializers.zeros, (channels,), x.dtype)
     multiplier = jax.lax.rsqrt(var + self.epsilon) * scale
@@ -111,6 +129,10 @@ class Conv4(FewShotModel):
   Attributes:
     out: classes of the linear head (N).
     channels: filters per block.
+    batch_norm: 'transductive' (each batch normalised with its own statistics,
+      as in the MAML paper) or 'support' (a task's query inputs normalised with
+      its support set's statistics: the learners pass the support set as
+      context, `algorithms.common.support_statistics`).
     thin_input_channels_first: for inputs of at most 3 channels, run the first
       convolution and its batch norm channels-first and move the channels last
       before the ReLU's output is pooled (see `Conv3x3`). Same function,
@@ -120,17 +142,19 @@ class Conv4(FewShotModel):
   out: int = 5
   channels: Sequence[int] = (64, 64, 64, 64)
   thin_input_channels_first: bool = True
+  batch_norm: str = 'transductive'
 
   def setup(self):
     self.convs = [Conv3x3(c) for c in self.channels]
     self.norms = [BatchStatNorm() for _ in self.channels]
     self.head = nn.Dense(self.out)
 
-  def embed(self, x: Array) -> Array:
+  def embed(self, x: Array, mask: Optional[Array] = None) -> Array:
     for conv, norm in zip(self.convs, self.norms):
       if self.thin_input_channels_first and x.shape[-1] <= 3:
-        x = jnp.moveaxis(jax.nn.relu(norm(conv(x, channels_first_out=True), channel_axis=0)), 0, -1)
+        x = jnp.moveaxis(jax.nn.relu(norm(conv(x, channels_first_out=True), channel_axis=0,
+                                          mask=mask)), 0, -1)
       else:
-        x = jax.nn.relu(norm(conv(x)))
+        x = jax.nn.relu(norm(conv(x), mask=mask))
       x = max_pool_2x2(x)
     return x.reshape(x.shape[:-3] + (-1,))

@@ -1,6 +1,6 @@
 """Multi-layer perceptron, as used for sinusoid regression in the MAML paper."""
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -27,7 +27,8 @@ class MLP(FewShotModel):
     self.layers = [nn.Dense(width) for width in self.hidden]
     self.head = nn.Dense(self.out)
 
-  def embed(self, x: Array) -> Array:
+  def embed(self, x: Array, mask: Optional[Array] = None) -> Array:
+    del mask  # no statistics over the batch
     for layer in self.layers:
       x = jax.nn.relu(layer(x))
     return x

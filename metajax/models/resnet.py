@@ -11,7 +11,7 @@ References:
   Optimization", CVPR 2019.
 """
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -29,10 +29,10 @@ class ResBlock(nn.Module):
   channels: int
 
   @nn.compact
-  def __call__(self, x: Array) -> Array:
-    shortcut = BatchStatNorm()(nn.Dense(self.channels, use_bias=False)(x))  # 1x1 conv
+  def __call__(self, x: Array, mask: Optional[Array] = None) -> Array:
+    shortcut = BatchStatNorm()(nn.Dense(self.channels, use_bias=False)(x), mask=mask)  # 1x1 conv
     for i in range(3):
-      x = BatchStatNorm()(Conv3x3(self.channels, use_bias=False)(x))
+      x = BatchStatNorm()(Conv3x3(self.channels, use_bias=False)(x), mask=mask)
       if i < 2:
         x = _leaky(x)
     return max_pool_2x2(_leaky(x + shortcut))
@@ -42,12 +42,13 @@ class ResNet12(FewShotModel):
   """ResNet-12 with a linear head; `embed` gives the flattened features."""
   out: int = 5
   channels: Sequence[int] = (64, 160, 320, 640)
+  batch_norm: str = 'transductive'  # or 'support', as `Conv4.batch_norm`
 
   def setup(self):
     self.blocks = [ResBlock(c) for c in self.channels]
     self.head = nn.Dense(self.out)
 
-  def embed(self, x: Array) -> Array:
+  def embed(self, x: Array, mask: Optional[Array] = None) -> Array:
     for block in self.blocks:
-      x = block(x)
+      x = block(x, mask)
     return x.reshape(x.shape[:-3] + (-1,))
