@@ -67,10 +67,10 @@ class SyntheticSource:
   def train_batch(self, step: int):
     run, config, rng = self.run, self.run.config, np.random.default_rng(step)
     if run.supervised:  # one batch of --meta_batch_size images and class indices
-      x = rng.random((config.meta_batch_size,) + config.data.input_shape)
+      x = rng.random((config.meta_batch_size,) + config.data.shape(config))
       y = np.arange(config.meta_batch_size) % config.pretrain_classes
       return Split(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32))
-    example = config.data.example_task(config.num_train_ways, config.shots)
+    example = config.data.example_task(config.replace(ways=config.num_train_ways))
     sizes = (example.support.x.shape[0],
              config.num_train_ways * config.num_query if config.data.task == 'classification'
              else config.num_query)

@@ -69,7 +69,14 @@ HELP = {
     'eval_inner_steps': 'inner-step counts to evaluate after (default: the algorithm\'s, else 0,1,10)',
     'eval_query': 'query examples per class in evaluation tasks (default: 100 points for '
                   'sinusoid, --query otherwise)',
-    'data_dir': 'Omniglot: folder of the official zips or their extracted folders (default: '
+    'image_size': 'folders, tfds: side of the square images (default: as found: 84, or 28 '
+                  'when every image is grayscale)',
+    'image_channels': 'folders, tfds: 1 (grayscale) or 3 (RGB) (default: as found)',
+    'split_fractions': 'folders: train,val,test shares of the classes when the folder has no '
+                       'splits.json (default: 0.6,0.2,0.2, from a fixed seed)',
+    'skip_unreadable': 'folders: leave out files that Pillow cannot read (default: an error '
+                       'naming the first one)',
+    'data_dir': 'folders: the folder of class folders (data_dir/<class>/<image>); Omniglot: folder of the official zips or their extracted folders (default: '
                 '$METAJAX_OMNIGLOT_DIR, else ~/.cache/metajax/omniglot, downloaded if missing); '
                 'miniImageNet: folder of the split CSVs + images/ or the pickle caches '
                 '(default: $METAJAX_MINIIMAGENET_DIR, else ~/.cache/metajax/miniimagenet)',
@@ -160,11 +167,12 @@ def config_from_flags(flag_values=flags.FLAGS, **overrides) -> Config:
   for field in dataclasses.fields(Config):
     value = flag_values[field.name].value
     if isinstance(value, list):
+      kind = float if field.name == 'split_fractions' else int
       try:
-        value = tuple(int(v) for v in value)
+        value = tuple(kind(v) for v in value)
       except ValueError:
-        raise ValueError(f'--{field.name}={",".join(value)}: expected '
-                         'comma-separated integers') from None
+        raise ValueError(f'--{field.name}={",".join(value)}: expected comma-separated '
+                         f'{"numbers" if kind is float else "integers"}') from None
     values[field.name] = value
   values.update(overrides)
   return Config(**values).validate()

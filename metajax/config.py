@@ -82,11 +82,17 @@ class Config:
   model: Optional[str] = None       # mlp | conv4 | resnet12 (None: the dataset's first)
   augment: bool = False             # random crops / shifts of training images
   batch_norm: str = 'transductive'  # transductive | support: whose statistics normalise a query
+  # Datasets of one's own (folders, tfds): None = as found in the data.
+  image_size: Optional[int] = None
+  image_channels: Optional[int] = None
+  split_fractions: Optional[tuple[float, ...]] = None  # train, val, test shares of the classes
+  skip_unreadable: bool = False
 
   def __post_init__(self):
-    for name in ('hidden', 'eval_inner_steps', 'mesh_shape'):
+    for name in ('hidden', 'eval_inner_steps', 'mesh_shape', 'split_fractions'):
       if getattr(self, name) is not None:
-        object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        kind = float if name == 'split_fractions' else int
+        object.__setattr__(self, name, tuple(kind(v) for v in getattr(self, name)))
 
   @property
   def spec(self):

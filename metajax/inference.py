@@ -29,7 +29,7 @@ class TrainedLearner:
         theta, support, query_x, jax.random.PRNGKey(0), num_steps), static_argnums=3)
 
   def prepare(self, images) -> np.ndarray:
-    return self.config.data.prepare(images)
+    return self.config.data.prepare(images, self.config)
 
   def predict(self, support_images, support_labels, query_images,
               num_steps: Optional[int] = None) -> np.ndarray:

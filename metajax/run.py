@@ -84,7 +84,7 @@ class Run:
     return self.learner.batch_loss is not None
 
   def example_task(self) -> Task:
-    return self.config.data.example_task(self.config.num_ways, self.config.shots)
+    return self.config.data.example_task(self.config)
 
   def init_state(self) -> step_lib.TrainState:
     """The state before the first meta-step (seeded by `--seed`)."""
@@ -158,7 +158,9 @@ class Run:
 def with_data_dir(config: Config) -> Config:
   """`config` with the data folder it reads written out (config.json records it)."""
   default = config.data.default_data_dir
-  if config.data_dir is not None or default is None or default(config) is None:
+  if config.data_dir is not None:
+    return config.replace(data_dir=os.path.abspath(os.path.expanduser(config.data_dir)))
+  if default is None or default(config) is None:
     return config
   return config.replace(data_dir=os.path.abspath(default(config)))
 
@@ -174,7 +176,8 @@ def build_run(config: Config, *, data: bool = True, show_progress: bool = True) 
   """
   config = with_data_dir(config.resolve())
   source = config.data.make_source(config, show_progress) if data else None
-  missing = {name: getattr(source, attribute) for name, attribute in config.spec.from_data.items()
+  from_data = {**config.spec.from_data, **config.data.from_data}
+  missing = {name: getattr(source, attribute) for name, attribute in from_data.items()
              if getattr(config, name) is None and source is not None}
   config = config.replace(**missing).validate() if missing else config
   unset = [name for name in config.spec.from_data if getattr(config, name) is None]

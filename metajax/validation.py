@@ -7,6 +7,7 @@ sources and class splits (`metajax.data.registry`).
 
 from metajax.algorithms import ALGORITHMS
 from metajax.data import DATASETS
+from metajax.data.registry import DATA_SETTINGS
 from metajax.optimizers import INNER_OPTIMIZERS, meta_optimizer
 
 ALGORITHM_SETTINGS = tuple(sorted({s for spec in ALGORITHMS.values() for s in spec.settings}))
@@ -102,6 +103,18 @@ def _check_data(config, spec, data) -> None:
          f'--dataset={config.dataset} has {data.task} tasks')
   choose('model', config.model_name, data.models)
   choose('batch_norm', config.batch_norm, BATCH_NORMS)
+  for name in DATA_SETTINGS:
+    value = getattr(config, name)
+    if value not in (None, False) and name not in data.settings:
+      fail(name, value, f'--dataset={config.dataset} does not use it')
+  if config.image_size is not None and config.image_size < 8:
+    fail('image_size', config.image_size, 'must be at least 8 pixels')
+  if config.image_channels is not None and config.image_channels not in (1, 3):
+    fail('image_channels', config.image_channels, 'choose 1 (grayscale) or 3 (RGB)')
+  if config.split_fractions is not None and (
+      len(config.split_fractions) != 3 or min(config.split_fractions) <= 0):
+    fail('split_fractions', config.split_fractions,
+         'give three positive shares of the classes: train, val, test')
   if config.batch_norm != 'transductive' and config.model_name == 'mlp':
     fail('batch_norm', config.batch_norm, '--model=mlp has no batch norm')
   choose('data_source', config.data_source, data.sources)

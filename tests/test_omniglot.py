@@ -13,7 +13,7 @@ from absl.testing import parameterized
 import numpy as np
 import pytest
 
-from metajax.data import episodes, omniglot, omniglot_download, omniglot_tfds, splits
+from metajax.data import cache as cache_lib, episodes, omniglot, omniglot_download, omniglot_tfds, splits
 from tests import helpers
 
 @pytest.mark.omniglot
@@ -52,10 +52,10 @@ class SourceTest(parameterized.TestCase):
     data_dir = helpers.make_subset(helpers.OMNIGLOT_DIR, os.path.join(tmp, 'data'), alphabets=1)
     before = sorted(os.listdir(data_dir))
     with absltest.mock.patch.dict(os.environ, {'HOME': os.path.join(tmp, 'home')}):
-      os.environ.pop(omniglot.ENV_CACHE_DIR, None)
+      os.environ.pop(cache_lib.ENV_CACHE_DIR, None)
       omniglot.load(data_dir, show_progress=False)
       self.assertLen(os.listdir(os.path.join(tmp, 'home', '.cache', 'metajax')), 1)
-      os.environ[omniglot.ENV_CACHE_DIR] = os.path.join(tmp, 'cache')
+      os.environ[cache_lib.ENV_CACHE_DIR] = os.path.join(tmp, 'cache')
       omniglot.load(data_dir, show_progress=False)
       self.assertLen(os.listdir(os.path.join(tmp, 'cache')), 1)
     self.assertEqual(sorted(os.listdir(data_dir)), before)

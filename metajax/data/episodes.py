@@ -21,7 +21,9 @@ class EpisodeSampler:
   """Episodes from `images[character, drawing]` and a list of classes.
 
   Args:
-    images: uint8 [num_characters, drawings, H, W] (or [..., H, W, C]).
+    images: uint8 [num_characters, drawings, H, W] (or [..., H, W, C]); or,
+      with `counts`, every image in one array [total, H, W(, C)], character
+      by character (a character may have any number of images).
     classes: int [num_classes, 2]: (character index, quarter turns).
     ways, shots, query: N, K and Q.
     seed: seed of this sampler's episodes.
@@ -30,26 +32,42 @@ class EpisodeSampler:
       episode in [0, 1] (normalisation, augmentation).
     names: what the caller calls `ways` and `query`, for error messages
       (e.g. ('train_ways', 'query'), ('ways', 'eval_query')).
+    counts: images per character, for `images` of every image in one array.
+    class_names: the characters' names, for error messages.
   """
 
   def __init__(self, images: np.ndarray, classes: np.ndarray, ways: int, shots: int,
                query: int, seed: int, name: str = 'train', transform=None,
-               names: tuple[str, str] = ('ways', 'query')):
-    drawings = images.shape[1]
-    ways_name, query_name = names
-    if ways > len(classes):
-      raise ValueError(f'{ways_name}={ways}: the {name} split has only {len(classes)} classes')
-    if shots + query > drawings:
-      raise ValueError(f'shots={shots} plus {query_name}={query} is {shots + query} images '
-                       f'per class, but each class has only {drawings}')
-    self.images, self.classes = images, np.asarray(classes)
+               names: tuple[str, str] = ('ways', 'query'), counts: Optional[np.ndarray] = None,
+               class_names: Optional[list[str]] = None):
+    self.classes = np.asarray(classes)
+    if counts is None:  # [characters, drawings, ...]: seen as one array of images
+      self.dense = True
+      self.counts = np.full(images.shape[0], images.shape[1])
+      self.starts = np.arange(images.shape[0]) * images.shape[1]
+      images = images.reshape((-1,) + images.shape[2:])
+    else:
+      self.dense = False
+      self.counts = np.asarray(counts)
+      self.starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
+    self.images, self.class_names, self.name = images, class_names, name
     self.ways, self.shots, self.query, self.seed = ways, shots, query, seed
     self.transform = transform
+    ways_name, query_name = names
+    if ways > len(self.classes):
+      raise ValueError(f'{ways_name}={ways}: the {name} split has only {len(self.classes)} '
+                       'classes')
+    fewest = self.classes[np.argmin(self.counts[self.classes[:, 0]]), 0]
+    if shots + query > self.counts[fewest]:
+      which = (f'class {class_names[fewest]!r} of the {name} split has only'
+               if class_names is not None else 'each class has only')
+      raise ValueError(f'shots={shots} plus {query_name}={query} is {shots + query} images '
+                       f'per class, but {which} {self.counts[fewest]}')
 
   def episode(self, rng: np.random.Generator) -> Task:
     n, k, q = self.ways, self.shots, self.query
     chosen = self.classes[rng.choice(len(self.classes), n, replace=False)]
-    drawings = rng.random((n, self.images.shape[1])).argsort(axis=1)[:, :k + q]
+    drawings = self.draw(rng, chosen[:, 0], k + q)
     x = self._load(chosen, drawings, rng)  # [n, k + q, H, W, C]
     labels = np.repeat(np.arange(n, dtype=np.int32)[:, None], k + q, axis=1)
     flat = lambda a: a.reshape((-1,) + a.shape[2:])
@@ -66,13 +84,34 @@ class EpisodeSampler:
     """
     rng = np.random.default_rng([self.seed, index, 1])
     labels = rng.integers(0, len(self.classes), size)
-    drawings = rng.integers(0, self.images.shape[1], size)
+    if self.dense:
+      drawings = rng.integers(0, self.counts[0], size)
+    else:
+      drawings = (rng.random(size) * self.counts[self.classes[labels, 0]]).astype(np.int64)
     x = self._load(self.classes[labels], drawings[:, None], rng)[:, 0]
     return x, labels.astype(np.int32)
 
+  def draw(self, rng: np.random.Generator, characters: np.ndarray, size) -> np.ndarray:
+    """int [len(characters), max(size)]: distinct random images of each character.
+
+    `size` is one number for all, or one per character (the rows are then
+    filled up with -1).
+    """
+    keys = rng.random((len(characters), int(self.counts.max())))
+    keys[np.arange(keys.shape[1]) >= self.counts[characters][:, None]] = 2.0  # not an image
+    order = keys.argsort(axis=1)[:, :int(np.max(size))]
+    if np.ndim(size):
+      order[np.arange(order.shape[1]) >= np.asarray(size)[:, None]] = -1
+    return order
+
   def _load(self, chosen: np.ndarray, drawings: np.ndarray, rng) -> np.ndarray:
-    """Float images [a, b, H, W, C] of classes `chosen` [a, 2], drawings [a, b], transformed."""
-    x = self.images[chosen[:, :1], drawings]
+    """Float images [a, b, H, W, C] of classes `chosen` [a, 2], drawings [a, b], transformed.
+
+    A drawing of -1 gives a blank image (padding).
+    """
+    rows = self.starts[chosen[:, :1]] + np.maximum(drawings, 0)
+    x = np.where((drawings >= 0).reshape(drawings.shape + (1,) * (self.images.ndim - 1)),
+                 self.images[rows], 0) if np.any(drawings < 0) else self.images[rows]
     for i, turns in enumerate(chosen[:, 1]):
       if turns:
         x[i] = np.rot90(x[i], turns, axes=(1, 2))

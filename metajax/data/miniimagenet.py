@@ -27,7 +27,6 @@ import functools
 import hashlib
 import os
 import pickle
-import tempfile
 from typing import Optional
 
 import numpy as np
@@ -35,6 +34,7 @@ from PIL import Image
 import tqdm
 
 from metajax.data import episodes, registry
+from metajax.data.cache import default_cache_dir, save_npz
 
 ENV_DATA_DIR = 'METAJAX_MINIIMAGENET_DIR'
 SUBSETS = ('train', 'val', 'test')
@@ -118,23 +118,13 @@ def _load_csv(data_dir: str, subset: str, cache_dir: str, show_progress: bool):
       raise ValueError(f'{os.path.join(data_dir, "images", name)} is not a readable image '
                        f'({e})') from e
   classes, grouped = _group([label for _, label in rows], images, path)
-  os.makedirs(cache_dir, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix='.npz')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      np.savez(f, images=grouped, classes=np.array(classes))
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, cache)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  save_npz(cache, images=grouped, classes=np.array(classes))
   return classes, grouped
 
 
 def load(subset: str, data_dir: Optional[str] = None, cache_dir: Optional[str] = None,
          show_progress: bool = True) -> tuple[list[str], np.ndarray]:
   """(class names, uint8 images [classes, per class, 84, 84, 3]) of one split."""
-  from metajax.data.omniglot import default_cache_dir  # pylint: disable=g-import-not-at-top
   data_dir = data_dir or default_data_dir()
   if detect_format(data_dir) == 'pickle':
     return _load_pickle(data_dir, subset)
@@ -195,5 +185,6 @@ def make_source(config, show_progress: bool = True) -> episodes.EpisodeSource:
 
 SPEC = registry.register(registry.DatasetSpec(
     name='miniimagenet', task='classification', input_shape=(SIZE, SIZE, 3),
-    make_source=make_source, channels=32, prepare=prepare_images,
+    make_source=make_source, channels=32,
+    prepare=lambda images, config: prepare_images(images),
     default_data_dir=lambda config: default_data_dir()))

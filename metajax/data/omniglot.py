@@ -20,7 +20,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import zipfile
 from typing import NamedTuple, Optional
 
@@ -29,9 +28,9 @@ from PIL import Image
 import tqdm
 
 from metajax.data import episodes, registry, splits
+from metajax.data.cache import default_cache_dir, save_npz
 from metajax.data.omniglot_download import ARCHIVES, ENV_DATA_DIR, SETS, URL, download
 
-ENV_CACHE_DIR = 'METAJAX_CACHE_DIR'
 IMAGES_PER_CHARACTER = 20
 CACHE_VERSION = 1
 
@@ -47,12 +46,6 @@ def default_data_dir() -> str:
   """`$METAJAX_OMNIGLOT_DIR`, else `~/.cache/metajax/omniglot`."""
   return os.environ.get(ENV_DATA_DIR) or os.path.join(
       os.path.expanduser('~'), '.cache', 'metajax', 'omniglot')
-
-
-def default_cache_dir() -> str:
-  """`$METAJAX_CACHE_DIR`, else `~/.cache/metajax`: never a folder of source data."""
-  return os.environ.get(ENV_CACHE_DIR) or os.path.join(os.path.expanduser('~'), '.cache',
-                                                       'metajax')
 
 
 def _source(data_dir: str, image_set: str) -> Optional[str]:
@@ -191,17 +184,7 @@ def load(data_dir: Optional[str] = None, cache_dir: Optional[str] = None, size: 
     characters += names
     images.append(array)
   data = Omniglot(np.concatenate(images), characters, fingerprint)
-  os.makedirs(cache_dir, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix='.omniglot.', suffix='.npz')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      np.savez(f, images=data.images, characters=json.dumps(characters),
-               fingerprint=fingerprint)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, cache)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  save_npz(cache, images=data.images, characters=json.dumps(characters), fingerprint=fingerprint)
   return data
 
 
@@ -271,5 +254,5 @@ def _check(config) -> None:
 SPEC = registry.register(registry.DatasetSpec(
     name='omniglot', task='classification', input_shape=(28, 28, 1), make_source=make_source,
     channels=64, sources=('files', 'tfds'), class_splits=('vinyals', 'lake'), check=_check,
-    prepare=prepare_images,
+    prepare=lambda images, config: prepare_images(images),
     default_data_dir=lambda config: default_data_dir() if config.data_source == 'files' else None))
