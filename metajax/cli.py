@@ -20,7 +20,9 @@ from metajax.validation import ALGORITHM_SETTINGS
 
 HELP = {
     'algorithm': '; '.join(f'{name}: {spec.summary}' for name, spec in ALGORITHMS.items()),
-    'dataset': ' | '.join(DATASETS),
+    'dataset': ' | '.join(name + (':ARG' if spec.with_argument else '')
+                          for name, spec in DATASETS.items()) + ' (folders:DIR, tfds:NAME); '
+               'several, comma-separated, mix their episodes (each episode from one source)',
     'ways': 'classes per task (N); unset for regression',
     'shots': 'support examples per class (K)',
     'query': 'query examples per class (default: the dataset\'s: 15 for images, = shots for '
@@ -69,6 +71,12 @@ HELP = {
     'eval_inner_steps': 'inner-step counts to evaluate after (default: the algorithm\'s, else 0,1,10)',
     'eval_query': 'query examples per class in evaluation tasks (default: 100 points for '
                   'sinusoid, --query otherwise)',
+    'episodes': 'fixed: N-way K-shot episodes (--ways, --shots, --query) | variable: '
+                'Meta-Dataset episodes (Triantafillou et al. 2020): 5 to --max_ways ways, '
+                'imbalanced shots, a support set of at most --max_support, padded into a few '
+                'shapes (protonet, predictor, finetune)',
+    'max_ways': '--episodes=variable: the most ways (Meta-Dataset: 50)',
+    'max_support': '--episodes=variable: the largest support set (Meta-Dataset: 500)',
     'image_size': 'folders, tfds: side of the square images (default: as found: 84, or 28 '
                   'when every image is grayscale)',
     'image_channels': 'folders, tfds: 1 (grayscale) or 3 (RGB) (default: as found)',
@@ -82,7 +90,9 @@ HELP = {
                 '(default: $METAJAX_MINIIMAGENET_DIR, else ~/.cache/metajax/miniimagenet)',
     'data_source': 'files: the official Omniglot zips or folders | tfds: '
                    'tfds.data_source("omniglot") in --data_dir (tfds\' folder)',
-    'split': 'Omniglot class split: vinyals (1100/100/423 characters, rotations) | lake '
+    'split': 'class split (default: the dataset\'s first). tfds:cifar100: cifar_fs (CIFAR-FS) | '
+             'fc100 (FC100) | random; other tfds datasets: random; '
+             'Omniglot: vinyals (1100/100/423 characters, rotations) | lake '
              '(background / evaluation)',
     'train_ways': 'ways of training episodes, e.g. 60 for ProtoNets (default: --ways)',
     'channels': 'filters per block of Conv4 (default: 64 for Omniglot, 32 for miniImageNet)',

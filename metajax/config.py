@@ -16,7 +16,7 @@ import optax
 
 from metajax import validation
 from metajax.algorithms import ALGORITHMS
-from metajax.data import DATASETS
+from metajax.data import registry as data_registry
 from metajax.optimizers import INNER_OPTIMIZERS
 from metajax.validation import ALGORITHM_SETTINGS
 
@@ -75,13 +75,16 @@ class Config:
   # Few-shot classification.
   data_dir: Optional[str] = None   # None: the dataset's default folder
   data_source: str = 'files'       # files (official zips or folders) | tfds
-  split: str = 'vinyals'
+  split: Optional[str] = None     # class split (None: the dataset's first, e.g. vinyals)
   rotations: Optional[bool] = None  # None: on for vinyals, off for lake
   train_ways: Optional[int] = None  # ways of training episodes (ProtoNets); None: = ways
   channels: Optional[int] = None    # filters per block of Conv4 (None: the dataset's)
   model: Optional[str] = None       # mlp | conv4 | resnet12 (None: the dataset's first)
   augment: bool = False             # random crops / shifts of training images
   batch_norm: str = 'transductive'  # transductive | support: whose statistics normalise a query
+  episodes: str = 'fixed'           # fixed (N-way K-shot) | variable (Meta-Dataset)
+  max_ways: int = 50                # variable episodes: the most ways
+  max_support: int = 500            # variable episodes: the largest support set
   # Datasets of one's own (folders, tfds): None = as found in the data.
   image_size: Optional[int] = None
   image_channels: Optional[int] = None
@@ -102,7 +105,7 @@ class Config:
   @property
   def data(self):
     """The dataset's `DatasetSpec`."""
-    return DATASETS[self.dataset]
+    return data_registry.get(self.dataset)
 
   @property
   def num_ways(self) -> int:
@@ -123,6 +126,12 @@ class Config:
     if self.eval_query is not None:
       return self.eval_query
     return self.num_query if self.data.eval_query is None else self.data.eval_query
+
+  @property
+  def class_split(self) -> Optional[str]:
+    """`--split`, or the dataset's default class split (None: it has none)."""
+    splits = self.data.class_splits
+    return self.split or (splits[0] if splits else None)
 
   @property
   def model_name(self) -> str:
@@ -158,6 +167,7 @@ class Config:
         changes[name] = default
     if self.eval_inner_steps is None and 'eval_inner_steps' not in changes:
       changes['eval_inner_steps'] = DEFAULT_EVAL_INNER_STEPS
+    changes['split'] = self.class_split
     return self.replace(**changes).validate()
 
   def to_dict(self) -> dict[str, Any]:
@@ -178,6 +188,11 @@ class Config:
     if unknown:
       raise ValueError(f'unknown config fields: {sorted(unknown)}')
     config = cls(**values)
+    try:  # runs before class splits were per dataset recorded 'vinyals' for every dataset
+      if not config.data.class_splits:
+        config = config.replace(split=None)
+    except ValueError:
+      pass  # an unknown dataset: validation names it
     return config.for_algorithm(config.algorithm) if config.algorithm in ALGORITHMS else config
 
   def validate(self) -> 'Config':

@@ -39,8 +39,10 @@ class RunResult:
     if not t.get('steps'):
       return (f'{name}: already finished at step {int(self.state.step)}; '
               f'evaluation {t.get("eval_s", 0):.1f} s')
-    return (f'{name}: {t["steps"]} meta-steps in {t["train_s"]:.1f} s (compiled in '
-            f'{t["compile_s"]:.1f} s); evaluation {t["eval_s"]:.1f} s')
+    compiles = t.get('compiles', 1)
+    return (f'{name}: {t["steps"]} meta-steps in {t["train_s"]:.1f} s (compiled '
+            f'{f"{compiles} times " if compiles > 1 else ""}in {t["compile_s"]:.1f} s); '
+            f'evaluation {t["eval_s"]:.1f} s')
 
   @property
   def config(self) -> Config:
@@ -143,21 +145,34 @@ def _train(run: Run, workdir: str, show_progress: bool, primary: bool, share) ->
     return batch, key
 
   window, progress = [], None
+  # The meta-step compiled ahead of time for each batch shape (one, but for
+  # variable episodes: one per padded shape met), so that rates count steps only.
+  step_fn, compiled = run.step_fn(mesh), {}
+  bound = getattr(getattr(run.source, 'train', None), 'shapes', None)
   try:
     for step, batch in zip(range(start, config.num_steps),
                            run.train_batches(start, config.num_steps, share)):
       batch, key = placed(step, batch)
-      if progress is None:  # compile ahead of time, so that rates count steps only
+      shape = tuple(v.shape for v in jax.tree.leaves(batch))
+      if shape not in compiled:
         clock = time.perf_counter()
+        what = (f' for {batch.support.x.shape[1]} support and {batch.query.x.shape[1]} query '
+                f'rows ({len(compiled) + 1} of at most {len(bound)} shapes)' if bound else '')
         if talk:
-          progress_lib.say(f'{config.algorithm} on {config.dataset}: compiling the meta-step')
-        meta_train_step = run.step_fn(mesh).lower(state, batch, key).compile()
-        times['compile_s'] = time.perf_counter() - clock
+          progress_lib.say(f'{config.algorithm} on {config.dataset}: compiling the meta-step'
+                           + what)
+        compiled[shape] = step_fn.lower(state, batch, key).compile()
+        seconds = time.perf_counter() - clock
+        times['compile_s'] += seconds
+        times['compiles'] = len(compiled)
+        if progress is not None:
+          times['late_compile_s'] = times.get('late_compile_s', 0.0) + seconds
         if talk:
-          progress_lib.say(f'compiled in {times["compile_s"]:.1f} s')
+          progress_lib.say(f'compiled in {seconds:.1f} s')
+      if progress is None:
         progress = progress_lib.Progress(config.num_steps, start, enabled=talk,
                                          desc=f'{config.algorithm} on {config.dataset}')
-      state, metrics = meta_train_step(state, batch, key)
+      state, metrics = compiled[shape](state, batch, key)
       window.append(metrics)
       done = step + 1
       if done % config.log_every == 0 or done == config.num_steps:
@@ -183,7 +198,8 @@ def _train(run: Run, workdir: str, show_progress: bool, primary: bool, share) ->
   finally:
     if progress is not None:
       progress.close()
-      times['train_s'] = time.perf_counter() - progress.start - times['eval_s']
+      times['train_s'] = (time.perf_counter() - progress.start - times['eval_s']
+                          - times.pop('late_compile_s', 0.0))
     checkpointer.wait()
     checkpointer.close()
     if writer is not None:

@@ -6,7 +6,7 @@ sources and class splits (`metajax.data.registry`).
 """
 
 from metajax.algorithms import ALGORITHMS
-from metajax.data import DATASETS
+from metajax.data import registry as data_registry
 from metajax.data.registry import DATA_SETTINGS
 from metajax.optimizers import INNER_OPTIMIZERS, meta_optimizer
 
@@ -14,6 +14,7 @@ ALGORITHM_SETTINGS = tuple(sorted({s for spec in ALGORITHMS.values() for s in sp
 LR_SCHEDULES = ('constant', 'warmup_cosine')
 COMPUTE_DTYPES = ('float32', 'bfloat16')
 BATCH_NORMS = ('transductive', 'support')
+EPISODES = ('fixed', 'variable')
 POSITIVE = ('shots', 'meta_batch_size', 'num_steps', 'checkpoint_every', 'log_every',
             'eval_tasks', 'max_checkpoints', 'num_processes', 'query', 'eval_query', 'cg_steps',
             'channels')
@@ -36,8 +37,11 @@ def choose(flag: str, value, choices) -> None:
 def check(config) -> None:
   """Raises ValueError naming the flag and value of the first bad setting of `config`."""
   choose('algorithm', config.algorithm, ALGORITHMS)
-  choose('dataset', config.dataset, DATASETS)
-  spec, data = ALGORITHMS[config.algorithm], DATASETS[config.dataset]
+  try:
+    data = data_registry.get(config.dataset)
+  except ValueError as e:
+    raise ValueError(f'--{e}') from None
+  spec = ALGORITHMS[config.algorithm]
   for name in ALGORITHM_SETTINGS:
     if name not in spec.settings and getattr(config, name) is not None:
       uses = ', '.join(f'--{s}' for s in spec.settings) or 'none'
@@ -96,6 +100,24 @@ def _check_run(config) -> None:
     fail('hidden', config.hidden, 'must be a non-empty list of positive widths')
 
 
+def _check_episodes(config, spec, data) -> None:
+  choose('episodes', config.episodes, EPISODES)
+  if config.episodes == 'fixed':
+    return
+  if data.task != 'classification':
+    fail('episodes', config.episodes, f'--dataset={config.dataset} has no classes')
+  if not spec.any_ways:
+    any_ways = ', '.join(name for name, s in ALGORITHMS.items() if s.any_ways)
+    fail('episodes', config.episodes,
+         f'episodes of varying ways need a learner whose classes come from the support set '
+         f'({any_ways}); {config.algorithm} has a fixed-size head')
+  if config.max_ways < 5:
+    fail('max_ways', config.max_ways, 'Meta-Dataset episodes have at least 5 ways')
+  if config.max_support < config.max_ways:
+    fail('max_support', config.max_support,
+         f'must be at least --max_ways={config.max_ways} (a support image per class)')
+
+
 def _check_data(config, spec, data) -> None:
   if data.task not in spec.tasks:
     fail('algorithm', config.algorithm,
@@ -103,6 +125,7 @@ def _check_data(config, spec, data) -> None:
          f'--dataset={config.dataset} has {data.task} tasks')
   choose('model', config.model_name, data.models)
   choose('batch_norm', config.batch_norm, BATCH_NORMS)
+  _check_episodes(config, spec, data)
   for name in DATA_SETTINGS:
     value = getattr(config, name)
     if value not in (None, False) and name not in data.settings:
@@ -118,8 +141,10 @@ def _check_data(config, spec, data) -> None:
   if config.batch_norm != 'transductive' and config.model_name == 'mlp':
     fail('batch_norm', config.batch_norm, '--model=mlp has no batch norm')
   choose('data_source', config.data_source, data.sources)
-  if data.class_splits:
+  if data.class_splits and config.split is not None:
     choose('split', config.split, data.class_splits)
+  elif config.split is not None and not data.class_splits:
+    fail('split', config.split, f'--dataset={config.dataset} has no class splits to choose')
   if data.task == 'classification':
     for name in ('ways', 'train_ways'):
       if getattr(config, name) is not None and getattr(config, name) < 2:

@@ -34,10 +34,12 @@ class RegistryTest(parameterized.TestCase):
     self.assertEqual(set(SOME_VALUE), set(ALGORITHM_SETTINGS))
 
   def test_every_dataset_registers_a_consistent_spec(self):
-    self.assertEqual(list(DATASETS), ['sinusoid', 'omniglot', 'miniimagenet'])
+    self.assertEqual(list(DATASETS),
+                     ['sinusoid', 'omniglot', 'miniimagenet', 'folders', 'tfds'])
     for name, spec in DATASETS.items():
-      task = spec.example_task(ways=3, shots=2)
-      self.assertEqual(task.support.x.shape[1:], spec.input_shape, name)
+      config = Config(dataset=name, ways=3 if spec.task == 'classification' else None, shots=2)
+      task = spec.example_task(config)
+      self.assertEqual(task.support.x.shape, (6 if config.ways else 2,) + spec.shape(config), name)
       kind = jnp.integer if spec.task == 'classification' else jnp.floating
       self.assertTrue(jnp.issubdtype(task.support.y.dtype, kind), name)
 

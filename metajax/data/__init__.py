@@ -12,8 +12,8 @@ Class-based image sources (`episodes.EpisodeSource`) also give
 
 from metajax.data import registry
 from metajax.data.registry import DATASETS, DatasetSpec
-from metajax.data import sinusoid, omniglot, miniimagenet, folders  # each registers its spec
+from metajax.data import sinusoid, omniglot, miniimagenet, folders, tfds_source  # each registers its spec
 from metajax.losses import accuracy, cross_entropy
 
-__all__ = ['DATASETS', 'DatasetSpec', 'accuracy', 'cross_entropy', 'folders', 'miniimagenet', 'omniglot',
+__all__ = ['DATASETS', 'DatasetSpec', 'accuracy', 'cross_entropy', 'folders', 'miniimagenet', 'omniglot', 'tfds_source',
            'registry', 'sinusoid']

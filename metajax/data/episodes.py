@@ -183,6 +183,25 @@ class EpisodeSource:
       yield sampler.batch(index, min(chunk, num_tasks - start))
 
 
+def make_sampler(config, subset: str, images: np.ndarray, classes: np.ndarray, seed: int,
+                 **kwargs):
+  """The episode sampler of `subset` that `config` asks for.
+
+  `--episodes=fixed`: N-way K-shot with Q queries per class (`--train_ways` or
+  `--ways`, `--shots`, `--query` or `--eval_query`). `--episodes=variable`:
+  Meta-Dataset episodes (`metajax.data.variable`). `kwargs` go to
+  `EpisodeSampler` (name, transform, counts, class_names).
+  """
+  from metajax.data import variable  # pylint: disable=g-import-not-at-top
+  if config.episodes == 'variable':
+    base = EpisodeSampler(images, classes, 2, 1, 1, seed, **kwargs)
+    return variable.VariableEpisodeSampler(base, config.max_ways, config.max_support, seed)
+  ways = config.num_train_ways if subset == 'train' else config.num_ways
+  query = config.num_query if subset == 'train' else config.num_eval_query
+  return EpisodeSampler(images, classes, ways, config.shots, query, seed,
+                        names=setting_names(config, subset), **kwargs)
+
+
 def setting_names(config, subset: str) -> tuple[str, str]:
   """The settings whose values a sampler of `subset` gets as `ways` and `query`."""
   if subset == 'train':

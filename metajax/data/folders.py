@@ -15,6 +15,8 @@ it exists, else at random with `--split_fractions` (default 0.6, 0.2, 0.2),
 from a fixed seed so that every run on DIR tests on the same classes.
 """
 
+import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -170,11 +172,11 @@ def load(data_dir: str, image_size: Optional[int] = None, channels: Optional[int
   return data
 
 
-def class_split(data_dir: str, classes: list[str],
+def class_split(data_dir: Optional[str], classes: list[str],
                 fractions: Optional[tuple[float, ...]]) -> dict[str, list[int]]:
   """{'train', 'val', 'test': indices into `classes`}: from splits.json, else seeded fractions."""
-  path = os.path.join(data_dir, SPLIT_FILE)
-  if os.path.isfile(path):
+  path = os.path.join(data_dir or '', SPLIT_FILE)
+  if data_dir is not None and os.path.isfile(path):
     if fractions is not None:
       raise ValueError(f'split_fractions={",".join(map(str, fractions))}: {path} sets the '
                        'class split; remove one of them')
@@ -196,9 +198,14 @@ def class_split(data_dir: str, classes: list[str],
           raise ValueError(f'{path}: class {n!r} is in more than one split')
         seen.add(n)
     return {s: [index[n] for n in names] for s, names in named.items()}
+  return seeded_split(len(classes), fractions)
+
+
+def seeded_split(num_classes: int, fractions: Optional[tuple[float, ...]]) -> dict[str, list[int]]:
+  """Classes 0..num_classes-1 split at random (fixed seed) in proportions `fractions`."""
   fractions = DEFAULT_FRACTIONS if fractions is None else fractions
-  order = np.random.RandomState(SPLIT_SEED).permutation(len(classes))
-  ends = np.round(np.cumsum(fractions) / np.sum(fractions) * len(classes)).astype(int)
+  order = np.random.RandomState(SPLIT_SEED).permutation(num_classes)
+  ends = np.round(np.cumsum(fractions) / np.sum(fractions) * num_classes).astype(int)
   parts = np.split(order, ends[:-1])
   return {s: sorted(int(i) for i in part) for s, part in zip(SUBSETS, parts)}
 
@@ -228,34 +235,40 @@ def prepare_images(images, config) -> np.ndarray:
   return np.stack(out)
 
 
-def make_source(config, show_progress: bool = True):
-  """Episodes of the class folders in `config.data_dir`, split by class."""
+def episode_source(config, data: ClassImages, subsets: dict[str, list[int]], name: str):
+  """The `EpisodeSource` of `data`'s classes, split into `subsets` (indices of classes)."""
   from metajax.data import episodes  # pylint: disable=g-import-not-at-top
-  data = load(config.data_dir, config.image_size, config.image_channels,
-              skip_unreadable=config.skip_unreadable, show_progress=show_progress)
-  subsets = class_split(config.data_dir, data.classes, config.split_fractions)
 
-  def sampler(subset, ways, query, seed):
+  def sampler(subset, seed):
     index = np.asarray(subsets[subset], np.int64)
-    return episodes.EpisodeSampler(
-        data.images, np.stack([index, np.zeros_like(index)], -1), ways, config.shots, query,
-        seed, name=f'folders {subset}', names=episodes.setting_names(config, subset),
-        counts=data.counts, class_names=data.classes)
+    return episodes.make_sampler(config, subset, data.images,
+                                 np.stack([index, np.zeros_like(index)], -1), seed,
+                                 name=f'{name} {subset}', counts=data.counts,
+                                 class_names=data.classes)
 
   source = episodes.EpisodeSource(
-      sampler('train', config.num_train_ways, config.num_query, config.seed),
-      {split: lambda split=split, seed=seed: sampler(split, config.num_ways,
-                                                     config.num_eval_query, seed)
+      sampler('train', config.seed),
+      {split: functools.partial(sampler, split, seed)
        for split, seed in registry.EVAL_SEEDS.items()},
       config.meta_batch_size, eval_images=2000)
   source.image_size, source.channels = data.image_size, data.channels
+  return source
+
+
+def make_source(config, show_progress: bool = True):
+  """Episodes of the class folders in `config.data_dir`, split by class."""
+  data = load(config.data_dir, config.image_size, config.image_channels,
+              skip_unreadable=config.skip_unreadable, show_progress=show_progress)
+  source = episode_source(config, data,
+                          class_split(config.data_dir, data.classes, config.split_fractions),
+                          'folders')
   has_file = os.path.isfile(os.path.join(config.data_dir, SPLIT_FILE))
   source.split_fractions = None if has_file else (config.split_fractions or DEFAULT_FRACTIONS)
   return source
 
 
 def _check(config) -> None:
-  if config.data_dir is None:
+  if config.data_dir is None and not config.dataset.startswith('folders:'):
     raise ValueError('--data_dir=None: --dataset=folders reads the class folders in --data_dir '
                      '(data_dir/<class>/<image>); set it')
   if config.augment:
@@ -272,4 +285,14 @@ SPEC = registry.register(registry.DatasetSpec(
     check=_check, prepare=prepare_images,
     settings=('image_size', 'image_channels', 'split_fractions', 'skip_unreadable'),
     from_data={'image_size': 'image_size', 'image_channels': 'channels',
-               'split_fractions': 'split_fractions'}))
+               'split_fractions': 'split_fractions'},
+    with_argument=lambda folder: dataclasses.replace(
+        SPEC, name=f'folders:{folder}', with_argument=None, check=_check_argument,
+        make_source=lambda config, show: make_source(config.replace(data_dir=folder), show))))
+
+
+def _check_argument(config) -> None:
+  if config.data_dir is not None:
+    raise ValueError(f'--data_dir={config.data_dir}: --dataset={config.dataset} names its '
+                     'folder already')
+  _check(config)

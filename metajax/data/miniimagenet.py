@@ -168,18 +168,15 @@ def prepare_images(images) -> np.ndarray:
 def make_source(config, show_progress: bool = True) -> episodes.EpisodeSource:
   """Episodes of the Ravi & Larochelle split; `config.augment` augments training episodes."""
 
-  def sampler(subset, ways, query, seed, transform):
+  def sampler(subset, seed, transform):
     _, images = load(subset, config.data_dir, show_progress=show_progress)
     classes = np.stack([np.arange(len(images)), np.zeros(len(images), np.int64)], -1)
-    return episodes.EpisodeSampler(images, classes, ways, config.shots, query, seed,
-                                   name=f'miniimagenet {subset}', transform=transform,
-                                   names=episodes.setting_names(config, subset))
+    return episodes.make_sampler(config, subset, images, classes, seed,
+                                 name=f'miniimagenet {subset}', transform=transform)
 
-  held_out = {split: functools.partial(sampler, split, config.num_ways, config.num_eval_query,
-                                       seed, normalize)
+  held_out = {split: functools.partial(sampler, split, seed, normalize)
               for split, seed in registry.EVAL_SEEDS.items()}
-  train = sampler('train', config.num_train_ways, config.num_query, config.seed,
-                  augment if config.augment else normalize)
+  train = sampler('train', config.seed, augment if config.augment else normalize)
   return episodes.EpisodeSource(train, held_out, config.meta_batch_size, eval_images=1600)
 
 

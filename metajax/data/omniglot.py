@@ -229,20 +229,19 @@ def make_source(config, show_progress: bool = True) -> episodes.EpisodeSource:
     data = load_tfds(config.data_dir, show_progress=show_progress)
   else:
     data = load(config.data_dir, show_progress=show_progress)
-  rotations = config.split == 'vinyals' if config.rotations is None else config.rotations
+  split = config.class_split
+  rotations = split == 'vinyals' if config.rotations is None else config.rotations
 
-  def sampler(subset, ways, query, seed):
-    return episodes.EpisodeSampler(
-        data.images, splits.classes(data.characters, config.split, subset, rotations),
-        ways, config.shots, query, seed, name=f'{config.split} {subset}',
-        transform=augment if config.augment and subset == 'train' else None,
-        names=episodes.setting_names(config, subset))
+  def sampler(subset, seed):
+    return episodes.make_sampler(
+        config, subset, data.images, splits.classes(data.characters, split, subset, rotations),
+        seed, name=f'{split} {subset}',
+        transform=augment if config.augment and subset == 'train' else None)
 
-  held_out = {split: functools.partial(sampler, split, config.num_ways, config.num_eval_query,
-                                       seed) for split, seed in registry.EVAL_SEEDS.items()}
-  return episodes.EpisodeSource(
-      sampler('train', config.num_train_ways, config.num_query, config.seed), held_out,
-      config.meta_batch_size, eval_images=4000)
+  held_out = {split: functools.partial(sampler, split, seed)
+              for split, seed in registry.EVAL_SEEDS.items()}
+  return episodes.EpisodeSource(sampler('train', config.seed), held_out,
+                                config.meta_batch_size, eval_images=4000)
 
 
 def _check(config) -> None:

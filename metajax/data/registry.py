@@ -55,6 +55,8 @@ class DatasetSpec:
       is an error naming the flag.
     from_data: config settings filled from the task source when unset
       (setting -> attribute of the source), e.g. the image size found.
+    with_argument: `(argument) -> spec` for a dataset named `NAME:ARGUMENT`
+      (`folders:DIR`, `tfds:cifar100`); None: it takes no argument.
   """
   name: str
   task: str
@@ -73,6 +75,7 @@ class DatasetSpec:
   default_data_dir: Optional[Callable[[Any], Optional[str]]] = None
   settings: tuple[str, ...] = ()
   from_data: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  with_argument: Optional[Callable[[str], 'DatasetSpec']] = None
 
   def shape(self, config) -> tuple[int, ...]:
     """The shape of one input under `config`."""
@@ -96,4 +99,21 @@ class DatasetSpec:
 
 DATASETS = Registry('dataset')
 register = DATASETS.register
-get = DATASETS.lookup
+
+
+def get(name: str) -> DatasetSpec:
+  """The spec of `--dataset=name`: a registered name, `NAME:ARGUMENT`, or several, comma-separated.
+
+  Raises:
+    ValueError: naming `dataset=` and what is wrong with it.
+  """
+  if ',' in name:
+    from metajax.data import mixed  # pylint: disable=g-import-not-at-top
+    return mixed.spec(name)
+  base, _, argument = name.partition(':')
+  spec = DATASETS.lookup(base)
+  if spec.with_argument is None:
+    if argument:
+      raise ValueError(f'dataset={name!r}: {base} takes no argument after ":"')
+    return spec
+  return spec.with_argument(argument)

@@ -1,0 +1,150 @@
+"""Any image-classification dataset of tensorflow-datasets as a few-shot source.
+
+`--dataset=tfds:NAME` (`tfds:cifar100`, `tfds:caltech_birds2011`,
+`tfds:oxford_flowers102`, `tfds:dtd`, ...) reads every split of a prepared
+tfds dataset with `tfds.data_source` from `--data_dir` (tfds' folder; default
+`~/tensorflow_datasets`; nothing is downloaded), pools the examples by their
+`label` and splits the classes, not the examples, into train / val / test:
+
+- `tfds:cifar100 --split=cifar_fs`: CIFAR-FS (Bertinetto et al. 2019), 64 / 16
+  / 20 classes, the published lists (the default for cifar100);
+- `tfds:cifar100 --split=fc100`: FC100 (Oreshkin et al. 2018), by superclass,
+  12 / 4 / 4 superclasses of 5 classes;
+- any dataset, `--split=random`: a seeded split by `--split_fractions`.
+
+Images are resized to `--image_size` squares (default: the dataset's own
+size if square, else 84) and kept grayscale or RGB as stored (or forced by
+`--image_channels`), then cached outside the data folder like class folders.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Optional
+
+import numpy as np
+from PIL import Image
+import tqdm
+
+from metajax.data import cache, folders, registry
+from metajax.data.cache import default_cache_dir
+
+CIFAR_FS = {  # Bertinetto et al. 2019; train: the other 64 classes
+    'val': ['beaver', 'otter', 'flatfish', 'shark', 'lamp', 'television', 'beetle', 'butterfly',
+            'sea', 'camel', 'cattle', 'crab', 'crocodile', 'maple_tree', 'motorcycle',
+            'tractor'],
+    'test': ['whale', 'poppy', 'rose', 'sweet_pepper', 'telephone', 'bed', 'table', 'wardrobe',
+             'leopard', 'plain', 'chimpanzee', 'fox', 'snail', 'worm', 'baby', 'man', 'woman',
+             'bicycle', 'pickup_truck', 'rocket'],
+}
+FC100 = {  # Oreshkin et al. 2018, superclasses; train: the other 12
+    'val': ['large_carnivores', 'large_omnivores_and_herbivores', 'non-insect_invertebrates',
+            'small_mammals'],
+    'test': ['aquatic_mammals', 'insects', 'medium_mammals', 'people'],
+}
+CLASS_SPLITS = {'cifar100': ('cifar_fs', 'fc100', 'random')}
+
+
+def load(name: str, data_dir: Optional[str] = None, image_size: Optional[int] = None,
+         channels: Optional[int] = None, show_progress: bool = True):
+  """(`folders.ClassImages` of every class, superclass name per class or None)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    info = tfds.builder(name, data_dir=data_dir).info
+    splits = list(info.splits) or ['train', 'test']
+    sources = [tfds.data_source(name, split=s, data_dir=data_dir, download=False) for s in splits]
+  except (tfds.core.registered.DatasetNotFoundError, AssertionError, OSError, ValueError) as e:
+    raise FileNotFoundError(f'tensorflow-datasets has no prepared {name} in data_dir={data_dir} '
+                            f'({type(e).__name__}: {e}); prepare it with `tfds build {name}`'
+                            ) from e
+  features = info.features
+  if 'label' not in features or 'image' not in features:
+    raise ValueError(f'dataset=tfds:{name}: not an image-classification dataset (its features '
+                     f'are {", ".join(features)}; few-shot sources need image and label)')
+  names = list(features['label'].names)
+  shape = features['image'].shape
+  stored = 1 if shape[-1] == 1 else 3
+  channels = channels or stored
+  size = image_size or (shape[0] if shape[0] and shape[0] == shape[1] else 84)
+  key = hashlib.sha256(repr((name, str(info.version), os.path.abspath(data_dir or '~'),
+                             [len(s) for s in sources], size, channels)).encode()).hexdigest()
+  path = os.path.join(default_cache_dir(), f'tfds_{name}_{key[:16]}.npz')
+  if os.path.exists(path):
+    with np.load(path) as f:
+      return (folders.ClassImages(f['images'], f['counts'], json.loads(str(f['classes'])), []),
+              json.loads(str(f['superclasses'])))
+  coarse = list(features['coarse_label'].names) if 'coarse_label' in features else None
+  by_class, superclass = {}, {}
+  for split, source in zip(splits, sources):
+    for i in tqdm.trange(len(source), desc=f'tfds {name} {split}', disable=not show_progress,
+                         mininterval=2):
+      example = source[i]
+      image = Image.fromarray(np.asarray(example['image']).squeeze())
+      image = image.convert('L' if channels == 1 else 'RGB')
+      if image.size != (size, size):
+        image = image.resize((size, size), Image.LANCZOS)
+      label = int(example['label'])
+      array = np.asarray(image, np.uint8)
+      by_class.setdefault(label, []).append(array[..., None] if array.ndim == 2 else array)
+      if coarse is not None:
+        superclass[label] = coarse[int(example['coarse_label'])]
+  labels = sorted(by_class)
+  data = folders.ClassImages(np.stack([a for l in labels for a in by_class[l]]),
+                             np.array([len(by_class[l]) for l in labels]),
+                             [names[l] for l in labels], [])
+  supers = [superclass[l] for l in labels] if coarse is not None else None
+  cache.save_npz(path, images=data.images, counts=data.counts, classes=json.dumps(data.classes),
+                 superclasses=json.dumps(supers))
+  return data, supers
+
+
+def class_split(name: str, split: str, classes: list[str], superclasses,
+                fractions) -> dict[str, list[int]]:
+  """{'train', 'val', 'test': indices into `classes`} of class split `split`."""
+  if split == 'random':
+    return folders.seeded_split(len(classes), fractions)
+  named, of = (CIFAR_FS, classes) if split == 'cifar_fs' else (FC100, superclasses)
+  missing = sorted(set(named['val'] + named['test']) - set(of or ()))
+  if missing:
+    raise ValueError(f'split={split!r}: tfds:{name} has no class {missing[0]!r}; its '
+                     f'{split} split names the classes of tfds cifar100')
+  subsets = {s: [i for i, c in enumerate(of) if c in named[s]] for s in ('val', 'test')}
+  held = set(subsets['val'] + subsets['test'])
+  return {'train': [i for i in range(len(classes)) if i not in held], **subsets}
+
+
+def spec_for(name: str) -> registry.DatasetSpec:
+  """The `DatasetSpec` of `--dataset=tfds:name`."""
+  if not name:
+    raise ValueError('dataset=\'tfds\': name the tfds dataset, e.g. tfds:cifar100')
+  splits = CLASS_SPLITS.get(name, ('random',))
+
+  def make_source(config, show_progress=True):
+    data, supers = load(name, config.data_dir, config.image_size, config.image_channels,
+                        show_progress)
+    split = config.class_split
+    source = folders.episode_source(
+        config, data, class_split(name, split, data.classes, supers, config.split_fractions),
+        f'tfds:{name} {split}')
+    source.split_fractions = (config.split_fractions or folders.DEFAULT_FRACTIONS
+                              if split == 'random' else None)
+    return source
+
+  return dataclasses.replace(
+      SPEC, name=f'tfds:{name}', make_source=make_source, class_splits=splits,
+      with_argument=None)
+
+
+def input_shape(config) -> tuple[int, int, int]:
+  size = config.image_size or 84
+  return (size, size, config.image_channels or 3)
+
+
+SPEC = registry.register(registry.DatasetSpec(
+    name='tfds', task='classification', input_shape=input_shape,
+    make_source=lambda config, show: spec_for('').make_source(config, show),
+    prepare=folders.prepare_images, settings=('image_size', 'image_channels', 'split_fractions'),
+    from_data={'image_size': 'image_size', 'image_channels': 'channels',
+               'split_fractions': 'split_fractions'},
+    with_argument=spec_for))
