@@ -69,7 +69,8 @@ def main(argv):
 
   first = runs[0].records[0]
   episode = (f'K={config.shots}' if config.data.task == 'regression'
-             else f'{config.num_ways}-way {config.shots}-shot')
+             else f'Meta-Dataset episodes of 5 to {config.max_ways} ways'
+             if config.episodes == 'variable' else f'{config.num_ways}-way {config.shots}-shot')
   print(f'\nHeld-out {config.dataset} tasks: {first["num_tasks"]}, {episode}; '
         f'{first["metric"]} after inner steps (mean +- 95% interval)')
   for result in runs:

@@ -74,10 +74,17 @@ def evaluate(learner: MetaLearner, metric_fn: Callable, metric: str,
 
 
 def format_records(name: str, records: list[dict]) -> str:
-  cells = []
-  for r in records:
-    cell = f'{r["inner_steps"]:>2} steps: {r["mean"]:.4f} +- {r["ci95"]:.4f}'
-    if r.get('num_nonfinite'):
-      cell += f' (diverged on {r["num_nonfinite"]}/{r["num_tasks"]} tasks)'
-    cells.append(cell)
-  return f'{name:<11}' + '   '.join(cells)
+  """A line per source (one for a single-source run): `name`, then each inner-step count."""
+  lines = []
+  for source in dict.fromkeys(r.get('source') for r in records):
+    cells = []
+    for r in records:
+      if r.get('source') != source:
+        continue
+      cell = f'{r["inner_steps"]:>2} steps: {r["mean"]:.4f} +- {r["ci95"]:.4f}'
+      if r.get('num_nonfinite'):
+        cell += f' (diverged on {r["num_nonfinite"]}/{r["num_tasks"]} tasks)'
+      cells.append(cell)
+    label = name if source is None else f'{name} [{source}]'
+    lines.append(f'{label:<11}' + '   '.join(cells))
+  return '\n'.join(lines)

@@ -112,18 +112,28 @@ class Run:
     config = self.config
     num_tasks = num_tasks or config.eval_tasks
     counts = config.eval_inner_steps if self.learner.adapts else (0,)
-    bar = progress.Progress(num_tasks * len(counts), desc=f'evaluating on {split} tasks',
-                            enabled=show_progress, unit='task')
-    batches = lambda: progress.counted(self.source.eval_batches(split, num_tasks), bar,
-                                       lambda tasks: len(tasks.support.y), close=False)
+    parts = getattr(self.source, 'parts', {None: self.source})  # a mixed run: each source
+    bar = progress.Progress(num_tasks * len(counts) * len(parts),
+                            desc=f'evaluating on {split} tasks', enabled=show_progress,
+                            unit='task')
+    records = []
     try:
-      records = evaluate.evaluate(self.learner, self.metric_fn, self.metric, theta, batches,
-                                  jax.random.PRNGKey(0), config.eval_inner_steps)
+      for name, source in parts.items():
+        batches = lambda source=source: progress.counted(
+            source.eval_batches(split, num_tasks), bar, lambda tasks: len(tasks.support.y),
+            close=False)
+        part = evaluate.evaluate(self.learner, self.metric_fn, self.metric, theta, batches,
+                                 jax.random.PRNGKey(0), config.eval_inner_steps)
+        for r in part:
+          r.update({'source': name} if name is not None else {})
+        records += part
     finally:
       bar.close()
+    fixed = config.episodes == 'fixed'
     for r in records:
       r.update(split=split, algorithm=config.algorithm, dataset=config.dataset,
-               ways=config.num_ways, shots=config.shots, query=config.num_eval_query,
+               ways=config.num_ways if fixed else None, shots=config.shots if fixed else None,
+               query=config.num_eval_query if fixed else None, episodes=config.episodes,
                batch_norm=config.batch_norm)
     return records
 

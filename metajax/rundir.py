@@ -153,7 +153,8 @@ def write_config(config: Config, workdir: str) -> None:
 
 # What makes two evaluations the same protocol: a new record replaces an old
 # one only where all of these agree.
-PROTOCOL = ('split', 'ways', 'shots', 'query', 'inner_steps', 'num_tasks', 'checkpoint_step')
+PROTOCOL = ('split', 'source', 'ways', 'shots', 'query', 'inner_steps', 'num_tasks',
+            'checkpoint_step')
 
 
 def read_eval(workdir: str) -> list[dict]:

@@ -112,7 +112,7 @@ class VariableEpisodeSampler:
     tasks = [self.episode(np.random.default_rng([self.seed, index, first + i]))
              for i in range(num_tasks)]
     shape = tuple(max(t[side].x.shape[0] for t in tasks) for side in (0, 1))
-    return stack([_repad(t, shape) for t in tasks])
+    return stack([repad(t, shape) for t in tasks])
 
   def labelled_batch(self, index: int, size: int):
     return self.base.labelled_batch(index, size)
@@ -126,7 +126,7 @@ def _padded(x: np.ndarray, y: np.ndarray, size: int) -> Split:
                np.arange(size) < n)
 
 
-def _repad(task: Task, shape) -> Task:
+def repad(task: Task, shape) -> Task:
   """`task` with each side padded further, to `shape` = (support, query) rows."""
   return Task(*(split if split.x.shape[0] == size else
                 _padded(split.x[split.mask], split.y[split.mask], size)
