@@ -112,8 +112,8 @@ def get(name: str) -> DatasetSpec:
     return mixed.spec(name)
   base, _, argument = name.partition(':')
   spec = DATASETS.lookup(base)
-  if spec.with_argument is None:
-    if argument:
-      raise ValueError(f'dataset={name!r}: {base} takes no argument after ":"')
+  if not argument:
     return spec
+  if spec.with_argument is None:
+    raise ValueError(f'dataset={name!r}: {base} takes no argument after ":"')
   return spec.with_argument(argument)

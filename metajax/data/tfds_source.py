@@ -117,7 +117,7 @@ def class_split(name: str, split: str, classes: list[str], superclasses,
 def spec_for(name: str) -> registry.DatasetSpec:
   """The `DatasetSpec` of `--dataset=tfds:name`."""
   if not name:
-    raise ValueError('dataset=\'tfds\': name the tfds dataset, e.g. tfds:cifar100')
+    raise ValueError('--dataset=\'tfds\': name the tfds dataset, e.g. tfds:cifar100')
   splits = CLASS_SPLITS.get(name, ('random',))
 
   def make_source(config, show_progress=True):
@@ -132,7 +132,7 @@ def spec_for(name: str) -> registry.DatasetSpec:
     return source
 
   return dataclasses.replace(
-      SPEC, name=f'tfds:{name}', make_source=make_source, class_splits=splits,
+      SPEC, name=f'tfds:{name}', make_source=make_source, class_splits=splits, check=None,
       with_argument=None)
 
 
@@ -144,6 +144,7 @@ def input_shape(config) -> tuple[int, int, int]:
 SPEC = registry.register(registry.DatasetSpec(
     name='tfds', task='classification', input_shape=input_shape,
     make_source=lambda config, show: spec_for('').make_source(config, show),
+    check=lambda config: spec_for(''),  # `tfds` alone names no dataset
     prepare=folders.prepare_images, settings=('image_size', 'image_channels', 'split_fractions'),
     from_data={'image_size': 'image_size', 'image_channels': 'channels',
                'split_fractions': 'split_fractions'},
