@@ -156,11 +156,12 @@ def checkpoints(workdir):
   return sorted(int(s) for s in os.listdir(path) if s.isdigit())
 
 
-def omniglot_folders(root: str, characters: int = 200) -> str:
+def omniglot_folders(root: str, characters: int = 200, flat: bool = False) -> str:
   """A class-folder tree `root/<Alphabet>/<character>/<drawing>.png` of real Omniglot.
 
   The first `characters` characters of the official evaluation set, their
-  105x105 drawings copied byte for byte from `images_evaluation.zip`.
+  105x105 drawings copied byte for byte from `images_evaluation.zip`;
+  `flat=True`: `root/<Alphabet>_<character>/<drawing>.png`.
   """
   with zipfile.ZipFile(os.path.join(OMNIGLOT_DIR, 'images_evaluation.zip')) as archive:
     names = sorted(n for n in archive.namelist() if n.endswith('.png'))
@@ -168,7 +169,9 @@ def omniglot_folders(root: str, characters: int = 200) -> str:
     for name in names:
       _, alphabet, character, file = name.split('/')
       if f'{alphabet}/{character}' in kept:
-        os.makedirs(os.path.join(root, alphabet, character), exist_ok=True)
-        with open(os.path.join(root, alphabet, character, file), 'wb') as f:
+        folder = (os.path.join(root, f'{alphabet}_{character}') if flat
+                  else os.path.join(root, alphabet, character))
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, file), 'wb') as f:
           f.write(archive.read(name))
   return root

@@ -8,14 +8,18 @@ import sys
 from absl.testing import parameterized
 import pytest
 
-from metajax import loop
+from metajax import loop, rundir
 from metajax.config import Config
 from tests import helpers
 
 with open(os.path.join(helpers.REPO, 'README.md')) as f:
   BLOCKS = re.findall(r'```python\n(.*?)```', f.read(), re.S)
 NEEDS_RUN = 'runs/protonet_5w1s'  # the block that loads a trained run
-NEEDS_DATA = ("'omniglot'", NEEDS_RUN)  # blocks that read the real Omniglot files
+OWN_DATA = 'my_images'  # the blocks of "Your own data"
+NEEDS_DATA = ("'omniglot'", NEEDS_RUN, OWN_DATA)  # blocks that read the real Omniglot files
+with open(os.path.join(helpers.REPO, 'README.md')) as f:
+  (OWN_DATA_COMMANDS,) = [b for b in re.findall(r'```bash\n(.*?)```', f.read(), re.S)
+                          if OWN_DATA in b]
 
 
 def run_block(code, cwd):
@@ -43,6 +47,32 @@ class ReadmeTest(parameterized.TestCase):
     self.assertEqual(out.returncode, 0, out.stderr[-3000:])
     shown = code.split('# (', 1)[1].strip()
     self.assertEqual(out.stdout.strip(), '(' + shown)
+
+  @pytest.mark.omniglot
+  def test_your_own_data_blocks_train_mix_sources_and_classify_files(self):
+    cwd = self.create_tempdir().full_path
+    helpers.omniglot_folders(os.path.join(cwd, OWN_DATA), characters=100, flat=True)
+    os.symlink(os.path.join(helpers.REPO, 'experiments'), os.path.join(cwd, 'experiments'))
+    env = {**os.environ, 'PYTHONPATH': helpers.REPO,
+           'PATH': os.path.dirname(sys.executable) + os.pathsep + os.environ['PATH'],
+           'METAJAX_CACHE_DIR': os.path.join(cwd, 'cache')}
+    out = subprocess.run(['bash', '-ec', OWN_DATA_COMMANDS], cwd=cwd, env=env,
+                         capture_output=True, text=True, timeout=900, check=False)
+    self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+    print(out.stdout)  # the figures the README quotes (pytest -s shows them)
+    (proto,) = rundir.read_eval(os.path.join(cwd, 'runs', 'my_protonet'))
+    self.assertGreater(proto['mean'], 0.6)  # 5-way: chance is 0.2
+    mixed = rundir.read_eval(os.path.join(cwd, 'runs', 'my_mixed'))
+    self.assertEqual([r['source'] for r in mixed], ['omniglot', 'folders:my_images'])
+    self.assertTrue(all(r['mean'] > 0.4 and r['episodes'] == 'variable' for r in mixed))
+    compiles = re.search(r'compiled (\d+) times', out.stdout)
+    bound = re.findall(r'of at most (\d+) shapes', out.stderr)
+    self.assertTrue(compiles and bound, out.stdout + out.stderr[-2000:])
+    self.assertLessEqual(int(compiles.group(1)), int(bound[-1]))
+    (code,) = [b for b in BLOCKS if OWN_DATA in b]
+    shown = run_block(code, cwd)
+    self.assertEqual(shown.returncode, 0, shown.stderr[-3000:])
+    self.assertGreaterEqual(int(shown.stdout.split()[0]), 8, shown.stdout)  # chance: 3 of 15
 
   @pytest.mark.omniglot
   def test_block_that_loads_a_trained_run(self):

@@ -1,17 +1,14 @@
-"""Meta-Dataset episodes, mixed sources and tfds sources."""
+"""Meta-Dataset episodes and tfds sources (a mixed run: tests/test_readme.py, "Your own data")."""
 
 import os
-import tempfile
 
 from absl.testing import absltest, parameterized
 import numpy as np
-import pytest
 
 from metajax import loop
 from metajax.config import Config
 from metajax.data import episodes, tfds_source, variable
 from metajax.run import build_run
-from tests import helpers
 
 
 def ragged_sampler(counts, seed=0):
@@ -122,27 +119,6 @@ class TfdsSourceTest(parameterized.TestCase):
     self.assertEqual([len(split[s]) for s in ('train', 'val', 'test')], [60, 20, 20])
     with self.assertRaisesRegex(ValueError, r"dataset='tfds': name the tfds dataset"):
       Config(dataset='tfds', algorithm='protonet').validate()
-
-
-@pytest.mark.omniglot
-class MixedSourcesTest(absltest.TestCase):
-  """The done-when of issue 14: Omniglot and class folders mixed, variable episodes."""
-
-  def test_variable_protonet_run_on_two_sources(self):
-    tmp = tempfile.mkdtemp()
-    os.environ['METAJAX_CACHE_DIR'] = os.path.join(tmp, 'cache')
-    data_dir = helpers.omniglot_folders(os.path.join(tmp, 'drawings'), characters=100)
-    config = Config(dataset=f'omniglot,folders:{data_dir}', algorithm='protonet',
-                    episodes='variable', max_ways=8, max_support=40, meta_batch_size=1,
-                    num_steps=40, log_every=20, checkpoint_every=40, eval_tasks=30)
-    result = loop.train_and_evaluate(config, os.path.join(tmp, 'run'), show_progress=False)
-    self.assertBetween(result.times['compiles'], 1, len(result.run.source.train.shapes))
-    self.assertEqual([r['source'] for r in result.records], ['omniglot', f'folders:{data_dir}'])
-    for r in result.records:
-      self.assertEqual(r['num_tasks'], 30)
-      self.assertGreater(r['mean'], 0.4)  # chance is at most 1/5
-      self.assertBetween(r['ci95'], 1e-4, 0.2)
-    self.assertEqual((result.config.image_size, result.config.image_channels), (28, 1))
 
 
 if __name__ == '__main__':
