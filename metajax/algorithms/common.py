@@ -55,6 +55,18 @@ def apply_model(model: nn.Module):
   return apply
 
 
+def uses_support_statistics(model: nn.Module) -> bool:
+  """Whether `model` normalises query inputs with the support set's statistics."""
+  return getattr(model, 'batch_norm', 'transductive') == 'support'
+
+
+def with_support(model: nn.Module, phi: Params, support: Split) -> Params:
+  """phi as `support_statistics`' apply takes it: with the support inputs, if they normalise."""
+  if not uses_support_statistics(model):
+    return phi
+  return {'phi': phi, 'support': Split(support.x, None, support.mask)}
+
+
 def support_statistics(model: nn.Module, adapt, apply):
   """`(adapt, apply)` that normalise query inputs with the support set's batch statistics.
 
@@ -67,13 +79,12 @@ def support_statistics(model: nn.Module, adapt, apply):
   (every metajax learner does). Otherwise (`'transductive'`, or a model
   without batch norm) both come back unchanged.
   """
-  if getattr(model, 'batch_norm', 'transductive') != 'support':
+  if not uses_support_statistics(model):
     return adapt, apply
 
   def adapt_keeping_support(theta, support: Split, rng, num_steps=None) -> Adapted:
     adapted = adapt(theta, support, rng, num_steps)
-    return Adapted({'phi': adapted.params, 'support': Split(support.x, None, support.mask)},
-                   adapted.support_losses)
+    return Adapted(with_support(model, adapted.params, support), adapted.support_losses)
 
   def apply_with_support(theta, phi, x, mask=None):
     del mask  # the query rows make no statistics, real or not

@@ -97,17 +97,14 @@ def imaml(model: nn.Module, loss_fn: LossFn, *,
   def meta_gradient(theta: Params, task: Task, rng: PRNGKey):
     adapted = adapt(theta, task.support, rng)
     phi = adapted.params
-    # With support statistics, phi for `apply` carries the support set.
-    as_phi = (lambda v: {'phi': v, 'support': task.support}) if contextual else (lambda v: v)
-    query_loss, query_grad = jax.value_and_grad(
-        lambda v: common.query_loss(loss_fn, apply, theta, as_phi(v), task.query))(phi)
+    query_loss, query_grad = jax.value_and_grad(lambda v: common.query_loss(
+        loss_fn, apply, theta, common.with_support(model, v, task.support), task.query))(phi)
     support_loss = lambda v: common.split_loss(model, loss_fn, v, task.support)
     grads = implicit_meta_gradient(support_loss, phi, query_grad, lam, cg_steps)
     return {'model': grads}, {'query_loss': query_loss,
                               'support_loss_before': adapted.support_losses[0]}
 
   learner_adapt, apply = common.support_statistics(model, adapt, common.apply_model(model))
-  contextual = learner_adapt is not adapt  # query normalised with the support's statistics
   return MetaLearner(name='imaml', init=lambda rng, task: common.init_model(model, rng, task),
                      adapt=learner_adapt, apply=apply, meta_gradient=meta_gradient)
 

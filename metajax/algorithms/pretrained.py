@@ -9,6 +9,8 @@ References:
   Deep Networks", ICML 2017, section 5.1 ("pretrained" in figure 2).
 """
 
+import functools
+
 import flax.linen as nn
 import optax
 
@@ -37,13 +39,11 @@ def pretrained(model: nn.Module, loss_fn: LossFn, *,
   adapt, apply = common.support_statistics(
       model, common.full_adapt(model, loss_fn, inner_optimizer, inner_steps),
       common.apply_model(model))
-  return MetaLearner(name='pretrained',
-                     init=lambda rng, task: common.init_model(model, rng, task),
+  return MetaLearner(name='pretrained', init=functools.partial(common.init_model, model),
                      adapt=adapt, apply=apply, outer_loss=outer_loss)
 
 
 register(AlgorithmSpec(
     name='pretrained', summary='joint training on all tasks, fine-tuned at test time (MAML paper)',
-    settings=INNER_SETTINGS,
-    defaults={'inner_lr': 0.01, 'inner_steps': 1, 'inner_optimizer': 'sgd'},
-    build=build_inner(pretrained)))
+    build=build_inner(pretrained), settings=INNER_SETTINGS,
+    defaults={'inner_lr': 0.01, 'inner_steps': 1, 'inner_optimizer': 'sgd'}))

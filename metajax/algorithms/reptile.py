@@ -37,13 +37,15 @@ def reptile(model: nn.Module, loss_fn: LossFn, *,
   adapt = common.full_adapt(model, loss_fn, inner_optimizer, inner_steps)
   learner_adapt, apply = common.support_statistics(model, adapt, common.apply_model(model))
 
+  def query_loss(theta, phi, task):
+    return common.query_loss(loss_fn, apply, theta, common.with_support(model, phi, task.support),
+                             task.query)
+
   def meta_gradient(theta: Params, task: Task, rng: PRNGKey):
     theta = jax.lax.stop_gradient(theta)
     adapted = adapt(theta, task.support, rng)
     direction = {'model': jax.tree.map(lambda t, p: t - p, theta['model'], adapted.params)}
-    phi = learner_adapt(theta, task.support, rng).params  # with the support, if it normalises
-    query_loss = common.query_loss(loss_fn, apply, theta, phi, task.query)
-    return direction, {'query_loss': query_loss,
+    return direction, {'query_loss': query_loss(theta, adapted.params, task),
                        'support_loss_before': adapted.support_losses[0]}
 
   return MetaLearner(name='reptile', init=lambda rng, task: common.init_model(model, rng, task),
