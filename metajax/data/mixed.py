@@ -55,30 +55,17 @@ class MixedSampler:
     for i in range(num_tasks):
       rng = np.random.default_rng([self.seed, index, first + i])
       tasks.append(self.samplers[int(rng.integers(len(self.samplers)))].episode(rng))
-    if tasks[0].support.mask is not None:  # variable episodes: one padded shape
-      shape = tuple(max(t[side].x.shape[0] for t in tasks) for side in (0, 1))
-      tasks = [variable.repad(t, shape) for t in tasks]
-    return episodes.stack(tasks)
+    return variable.stack_padded(tasks)
 
 
-class MixedSource:
+class MixedSource(episodes.EpisodeSource):
   """Training episodes from every source; held-out tasks per source (`parts`)."""
 
   def __init__(self, parts: dict, batch_size: int, seed: int):
-    self.parts, self.batch_size = parts, batch_size
-    self.train = MixedSampler([s.train for s in parts.values()], seed)
+    super().__init__(MixedSampler([s.train for s in parts.values()], seed), {}, batch_size,
+                     eval_images=0)
+    self.parts = parts
     self.image_size, _, self.channels = _shape(next(iter(parts.values())))
-
-  @property
-  def num_train_classes(self) -> int:
-    return len(self.train.classes)
-
-  def train_batch(self, step: int, share=None) -> Task:
-    first, count = share if share is not None else (0, self.batch_size)
-    return self.train.batch(step, count, first)
-
-  def batches(self, start: int, stop: int, share=None):
-    return episodes.prefetch(lambda step: self.train_batch(step, share), start, stop)
 
   def eval_batches(self, split: str, num_tasks: int):
     """Held-out tasks of every source in turn (`Run.evaluate` scores each source alone)."""

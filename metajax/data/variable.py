@@ -108,11 +108,8 @@ class VariableEpisodeSampler:
 
   def batch(self, index: int, num_tasks: int, first: int = 0) -> Task:
     """Tasks first.. of batch `index`, padded to the largest bucket among them, stacked."""
-    from metajax.data.episodes import stack  # pylint: disable=g-import-not-at-top
-    tasks = [self.episode(np.random.default_rng([self.seed, index, first + i]))
-             for i in range(num_tasks)]
-    shape = tuple(max(t[side].x.shape[0] for t in tasks) for side in (0, 1))
-    return stack([repad(t, shape) for t in tasks])
+    return stack_padded([self.episode(np.random.default_rng([self.seed, index, first + i]))
+                         for i in range(num_tasks)])
 
   def labelled_batch(self, index: int, size: int):
     return self.base.labelled_batch(index, size)
@@ -124,6 +121,15 @@ def _padded(x: np.ndarray, y: np.ndarray, size: int) -> Split:
   return Split(np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]),
                np.concatenate([y, -np.ones(pad, np.int32)]).astype(np.int32),
                np.arange(size) < n)
+
+
+def stack_padded(tasks: list[Task]) -> Task:
+  """Tasks stacked on a new axis; masked (padded) ones first padded to their largest sizes."""
+  from metajax.data.episodes import stack  # pylint: disable=g-import-not-at-top
+  if tasks[0].support.mask is not None:
+    shape = tuple(max(t[side].x.shape[0] for t in tasks) for side in (0, 1))
+    tasks = [repad(t, shape) for t in tasks]
+  return stack(tasks)
 
 
 def repad(task: Task, shape) -> Task:
