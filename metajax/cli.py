@@ -49,8 +49,17 @@ HELP = {
                      'cosine (Baseline++, also in pre-training)',
     'pretrain_classes': 'finetune: classes of the pre-training head (default: every class '
                         'of the training split, from the data)',
-    'lr_schedule': 'constant | warmup_cosine: linear warm-up over --warmup_steps, then cosine '
-                   'decay to 0 at --num_steps (optax)',
+    'lr_schedule': 'constant | cosine: cosine decay from --meta_lr to --min_meta_lr at '
+                   '--num_steps (MAML++) | warmup_cosine: linear warm-up over --warmup_steps, '
+                   'then the same decay (optax)',
+    'min_meta_lr': 'the meta learning rate at --num_steps under a cosine --lr_schedule',
+    'msl_steps': 'mamlpp: the multi-step loss (query losses after every inner step) anneals '
+                 'to the last step over N meta-steps (0: the last step only)',
+    'first_order_steps': 'mamlpp: first-order meta-gradients for the first N meta-steps, '
+                         'then second order (0: second order throughout)',
+    'per_step_bn': 'mamlpp: a batch-norm scale and bias per inner step, meta-learned',
+    'learn_inner_lr': 'mamlpp: meta-learn one inner rate per parameter tensor and inner step '
+                      '(from --inner_lr)',
     'warmup_steps': 'warm-up steps of --lr_schedule=warmup_cosine',
     'compute_dtype': 'float32 | bfloat16: dtype of the model and the inner loop; '
                      'meta-parameters and the meta-optimizer stay float32',
@@ -68,6 +77,7 @@ HELP = {
     'log_every': 'log training metrics every N meta-steps',
     'max_checkpoints': 'checkpoints kept in the workdir',
     'eval_tasks': 'held-out tasks in each evaluation',
+    'val_tasks': 'validation tasks in each --eval_every validation (default: --eval_tasks)',
     'eval_inner_steps': 'inner-step counts to evaluate after (default: the algorithm\'s, else 0,1,10)',
     'eval_query': 'query examples per class in evaluation tasks (default: 100 points for '
                   'sinusoid, --query otherwise)',

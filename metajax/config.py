@@ -25,7 +25,7 @@ DEFAULT_EVAL_INNER_STEPS = (0, 1, 10)
 # Fields that may change when a run is resumed: they change how long it runs or
 # what it logs, never what one step computes.
 RESUMABLE_FIELDS = frozenset({
-    'num_steps', 'eval_every', 'checkpoint_every', 'log_every', 'eval_tasks',
+    'num_steps', 'eval_every', 'checkpoint_every', 'log_every', 'eval_tasks', 'val_tasks',
     'eval_inner_steps', 'eval_query', 'max_checkpoints', 'data_dir', 'data_source', 'task_chunk',
     'mesh_shape', 'coordinator_address', 'num_processes', 'process_id',
 })
@@ -50,6 +50,11 @@ class Config:
   predictor_head: Optional[str] = None  # predictor: cosine | dot | euclidean
   finetune_head: Optional[str] = None   # finetune: linear (Baseline) | cosine (Baseline++)
   pretrain_classes: Optional[int] = None  # finetune: C, set from the data when None
+  # MAML++ (mamlpp): each of its pieces, switchable.
+  msl_steps: Optional[int] = None        # multi-step loss, weights annealed over N steps (0: off)
+  first_order_steps: Optional[int] = None  # first-order for the first N meta-steps (0: off)
+  per_step_bn: Optional[bool] = None     # batch-norm scale and bias per inner step
+  learn_inner_lr: Optional[bool] = None  # meta-learned per-layer per-step inner rates
   # The outer loop.
   meta_batch_size: int = 25
   meta_lr: float = 1e-3
@@ -57,8 +62,9 @@ class Config:
   num_steps: int = 20000
   seed: int = 0
   hidden: tuple[int, ...] = (40, 40)
-  lr_schedule: str = 'constant'     # constant | warmup_cosine (of --meta_lr)
+  lr_schedule: str = 'constant'     # constant | cosine | warmup_cosine (of --meta_lr)
   warmup_steps: int = 0             # warmup_cosine: linear warm-up steps
+  min_meta_lr: float = 0.0          # cosine, warmup_cosine: the rate at --num_steps
   compute_dtype: str = 'float32'    # float32 | bfloat16 (model and inner loop)
   mesh_shape: tuple[int, ...] = ()  # devices per mesh axis (tasks[, model]); (): all on tasks
   coordinator_address: Optional[str] = None  # multi-process: host:port of process 0, or auto
@@ -70,6 +76,7 @@ class Config:
   log_every: int = 100
   max_checkpoints: int = 3
   eval_tasks: int = 600
+  val_tasks: Optional[int] = None   # episodes per validation (None: --eval_tasks)
   eval_inner_steps: Optional[tuple[int, ...]] = None  # None: the algorithm's, else 0,1,10
   eval_query: Optional[int] = None  # query points per eval task (None: dataset's)
   # Few-shot classification.

@@ -13,7 +13,7 @@ entry is exactly zero (a dead ReLU, say), which puts NaNs into the
 second-order meta-gradient.
 """
 
-from typing import Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -46,17 +46,21 @@ def scale_by_learned_rates(rates: Params) -> optax.GradientTransformation:
 class InnerResult(NamedTuple):
   params: Params  # phi, the adapted parameters
   losses: Array   # [max(num_steps, 1)] loss before each step (num_steps=0: at params)
+  observed: Any = None  # [num_steps] `observe` after each step, when given
 
 
 def inner_loop(
-    loss_fn: Callable[[Params], Array],
+    loss_fn: Callable[..., Array],
     params: Params,
-    optimizer: optax.GradientTransformation,
+    optimizer: Union[optax.GradientTransformation,
+                     Callable[[Any], optax.GradientTransformation]],
     num_steps: int,
     *,
     first_order: bool = False,
     remat: bool = False,
     backprop_steps: Optional[int] = None,
+    per_step: Any = None,
+    observe: Optional[Callable[..., Any]] = None,
 ) -> InnerResult:
   """Runs `num_steps` steps of `optimizer` on `loss_fn`, starting at `params`.
 
@@ -64,9 +68,13 @@ def inner_loop(
   (u_k, s_{k+1}) = optimizer.update(g_k, s_k, phi_k);  phi_{k+1} = phi_k + u_k.
 
   Args:
-    loss_fn: the support loss as a function of the adapted parameters.
+    loss_fn: the support loss as a function of the adapted parameters
+      (`loss_fn(phi, x_k)` with `per_step`).
     params: the starting point theta (a pytree).
-    optimizer: any optax transformation; it is differentiated through.
+    optimizer: any optax transformation; it is differentiated through. With
+      `per_step` it may also be a function `x_k -> transformation` whose
+      state keeps one structure over the steps (e.g. `optax.chain(direction,
+      scale_by_learned_rates(rates_k))`: MAML++'s per-step learning rates).
     num_steps: static number of steps (0 returns `params` unchanged).
     first_order: treat each inner gradient as a constant
       (`stop_gradient`), which gives first-order MAML's meta-gradient.
@@ -77,9 +85,14 @@ def inner_loop(
       steps (truncated backpropagation). The earlier steps are first-order:
       their gradients are constants, so d phi_{n-k} / d theta is the identity.
       None (or >= num_steps): through every step; 0: first-order throughout.
+    per_step: what changes from step to step: a pytree whose leaves have a
+      leading axis of length max(num_steps, 1); step k reads row k (x_k).
+      None: every step is the same.
+    observe: `observe(phi_{k+1}, x_k)`, recorded after each step (e.g. the
+      query loss after each step, for MAML++'s multi-step loss).
 
   Returns:
-    `InnerResult(params=phi, losses=loss before each step)`; with
+    `InnerResult(params=phi, losses=loss before each step, observed)`; with
     `num_steps=0`, `losses` holds the one loss at `params`.
   """
   if num_steps < 0:
@@ -89,22 +102,37 @@ def inner_loop(
   exact = num_steps if backprop_steps is None else min(backprop_steps, num_steps)
   if first_order:
     exact = 0
+  if per_step is None:
+    loss_at, row = (lambda phi, x: loss_fn(phi)), (lambda start, stop: None)
+  else:
+    loss_at = loss_fn
+    row = lambda start, stop: jax.tree.map(lambda v: v[start:stop], per_step)
+  transform = (optimizer if not isinstance(optimizer, optax.GradientTransformation)
+               else lambda x: optimizer)
 
   def make_step(constant_gradients):
-    def step(carry, _):
+    def step(carry, x):
       phi, opt_state = carry
-      loss, grads = jax.value_and_grad(loss_fn)(phi)
+      loss, grads = jax.value_and_grad(loss_at)(phi, x)
       if constant_gradients:
         grads = jax.lax.stop_gradient(grads)
-      updates, opt_state = optimizer.update(grads, opt_state, phi)
-      return (optax.apply_updates(phi, updates), opt_state), loss
+      updates, opt_state = transform(x).update(grads, opt_state, phi)
+      phi = optax.apply_updates(phi, updates)
+      return (phi, opt_state), (loss, None if observe is None else observe(phi, x))
     return jax.checkpoint(step) if remat else step
 
-  carry = (params, optimizer.init(params))
-  losses = []
+  first = jax.tree.map(lambda v: v[0], row(0, 1))
+  carry = (params, transform(first).init(params))
+  losses, observed = [], []
+  start = 0
   for constant, length in ((True, num_steps - exact), (False, exact)):
     if length:
-      carry, part = jax.lax.scan(make_step(constant), carry, None, length=length)
+      carry, (part, seen) = jax.lax.scan(make_step(constant), carry, row(start, start + length),
+                                         length=length)
       losses.append(part)
-  losses = jnp.concatenate(losses) if losses else loss_fn(params)[None]
-  return InnerResult(carry[0], losses)
+      observed.append(seen)
+      start += length
+  if not losses:
+    return InnerResult(params, loss_at(params, first)[None])
+  observed = None if observe is None else jax.tree.map(lambda *v: jnp.concatenate(v), *observed)
+  return InnerResult(carry[0], jnp.concatenate(losses), observed)

@@ -26,6 +26,9 @@ checkpointing, evaluation) is written once in `metajax.step`, `metajax.loop` and
   -> (direction, aux)` where the update is not a gradient (Reptile, iMAML);
   or `batch_loss(theta, batch, rng) -> (loss, aux)` on a supervised batch
   `Split(x, y)` (pre-training, Baseline).
+- a learner whose loss changes over training (MAML++'s annealed multi-step
+  loss and derivative order) sets `takes_step`: its `outer_loss` then takes a
+  fourth argument, the meta-steps completed so far (an int32 scalar).
 - `aux` always holds exactly `AUX_KEYS`: the query loss after adaptation and
   the support loss before it (for `batch_loss`, both are the batch loss).
 """
@@ -53,6 +56,8 @@ class MetaLearner(NamedTuple):
     adapts: whether `num_steps` means anything (an inner loop to step).
     any_ways: whether one learner classifies N-way tasks for any N (its
       classes come from the support set, not from a fixed-size head).
+    takes_step: `outer_loss(theta, task, rng, step)` takes the meta-steps
+      completed (a schedule over training); otherwise `(theta, task, rng)`.
   """
   name: str
   init: Callable[[PRNGKey, Task], Params]
@@ -63,6 +68,7 @@ class MetaLearner(NamedTuple):
   batch_loss: Optional[Callable[[Params, Split, PRNGKey], tuple[Array, Metrics]]] = None
   adapts: bool = True
   any_ways: bool = False
+  takes_step: bool = False
 
   def predict(self, theta: Params, support: Split, query_x: Array, rng: PRNGKey,
               num_steps: Optional[int] = None, query_mask: Optional[Array] = None) -> Array:

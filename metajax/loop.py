@@ -133,6 +133,9 @@ def _train(run: Run, workdir: str, show_progress: bool, primary: bool, share) ->
   elif talk and start:
     progress_lib.say(f'{workdir}: resuming from step {start} of {config.num_steps}')
   writer = MetricWriter(workdir, resume_step=start) if primary else None
+  # Seconds of training (compilation included, evaluation not) before this call: a
+  # resumed run's clock goes on from its last logged row.
+  earlier_s = writer.last('time_s', 0.0) if writer is not None else 0.0
   best = rundir.BestKeeper(workdir, run.metric) if config.eval_every else None
 
   def placed(step, batch):
@@ -145,6 +148,8 @@ def _train(run: Run, workdir: str, show_progress: bool, primary: bool, share) ->
     return batch, key
 
   window, progress = [], None
+  started = time.perf_counter()
+  clock_s = lambda: earlier_s + time.perf_counter() - started - times['eval_s']
   # The meta-step compiled ahead of time for each batch shape (one, but for
   # variable episodes: one per padded shape met), so that rates count steps only.
   step_fn, compiled = run.step_fn(mesh), {}
@@ -180,17 +185,17 @@ def _train(run: Run, workdir: str, show_progress: bool, primary: bool, share) ->
         mean = jax.device_get(jax.tree.map(lambda *v: jnp.mean(jnp.stack(v)), *window))
         window = []
         if writer is not None:
-          writer.write(done, mean)
+          writer.write(done, {**mean, 'time_s': clock_s()})
         progress.set_postfix(query_loss=f'{float(mean["query_loss"]):.4f}')
       progress.update(1)
       if config.eval_every and done % config.eval_every == 0:
         _check_finite(state, checkpointer)
         clock = time.perf_counter()
-        records = run.evaluate(_local(state.theta), 'val')
+        records = run.evaluate(_local(state.theta), 'val', config.val_tasks)
         times['eval_s'] += time.perf_counter() - clock
         if writer is not None:
-          writer.write(done, {f'{r["metric"]}_{r["inner_steps"]}_steps': r['mean']
-                              for r in records}, split='val')
+          writer.write(done, {**{f'{r["metric"]}_{r["inner_steps"]}_steps': r['mean']
+                                 for r in records}, 'time_s': clock_s()}, split='val')
         best.offer(done, records, state)
       if done % config.checkpoint_every == 0 or done == config.num_steps:
         _check_finite(state, checkpointer)

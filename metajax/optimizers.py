@@ -19,11 +19,18 @@ INNER_OPTIMIZERS: dict[str, Callable[[float], optax.GradientTransformation]] = {
 
 
 def learning_rate(config):
-  """--meta_lr, or its warm-up + cosine-decay schedule over --num_steps (optax)."""
+  """--meta_lr, or its cosine decay to --min_meta_lr over --num_steps (optax).
+
+  `cosine`: from --meta_lr at step 0 (MAML++'s annealing); `warmup_cosine`:
+  after a linear warm-up from 0 over --warmup_steps.
+  """
   if config.lr_schedule == 'warmup_cosine':
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=config.meta_lr, warmup_steps=config.warmup_steps,
-        decay_steps=config.num_steps)
+        decay_steps=config.num_steps, end_value=config.min_meta_lr)
+  if config.lr_schedule == 'cosine':
+    return optax.cosine_decay_schedule(config.meta_lr, config.num_steps,
+                                       alpha=config.min_meta_lr / config.meta_lr)
   return config.meta_lr
 
 

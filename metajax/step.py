@@ -55,16 +55,23 @@ def create_train_state(learner: MetaLearner, optimizer: optax.GradientTransforma
                     nonfinite_step=jnp.full((), -1, jnp.int32))
 
 
+def outer_loss_at(learner: MetaLearner, step=0):
+  """`learner.outer_loss` as `(theta, task, rng) -> (loss, aux)` at meta-step `step`."""
+  if not learner.takes_step:
+    return learner.outer_loss
+  return lambda theta, task, rng: learner.outer_loss(theta, task, rng, jnp.asarray(step, jnp.int32))
+
+
 def task_meta_gradient(learner: MetaLearner, theta: Params, task: Task,
-                       rng: PRNGKey) -> tuple[Params, Metrics]:
-  """The meta-gradient (or update direction) and metrics of one task."""
+                       rng: PRNGKey, step=0) -> tuple[Params, Metrics]:
+  """The meta-gradient (or update direction) and metrics of one task (at meta-step `step`)."""
   if learner.meta_gradient is not None:
     return learner.meta_gradient(theta, task, rng)
-  return jax.grad(learner.outer_loss, has_aux=True)(theta, task, rng)
+  return jax.grad(outer_loss_at(learner, step), has_aux=True)(theta, task, rng)
 
 
 def batch_meta_gradient(learner: MetaLearner, theta: Params, tasks: Task,
-                        keys: PRNGKey, task_chunk: int = 0) -> tuple[Params, Metrics]:
+                        keys: PRNGKey, task_chunk: int = 0, step=0) -> tuple[Params, Metrics]:
   """Mean over the task axis of the per-task meta-gradients, and mean metrics.
 
   Args:
@@ -77,6 +84,7 @@ def batch_meta_gradient(learner: MetaLearner, theta: Params, tasks: Task,
       chunks adds up the chunks' meta-gradients, so only one chunk's
       activations are alive at a time. The result is the same up to the
       order of floating-point sums.
+    step: the meta-steps completed (read by learners that `takes_step`).
 
   For a learner with an `outer_loss` each chunk's meta-gradient is the gradient
   of its summed loss, so XLA sums over the chunk's tasks inside the backward
@@ -92,7 +100,7 @@ def batch_meta_gradient(learner: MetaLearner, theta: Params, tasks: Task,
     if learner.outer_loss is not None:
 
       def summed_loss(theta):
-        losses, aux = jax.vmap(learner.outer_loss, in_axes=(None, 0, 0))(
+        losses, aux = jax.vmap(outer_loss_at(learner, step), in_axes=(None, 0, 0))(
             theta, chunk_tasks, chunk_keys)
         return jnp.sum(losses), aux
 
@@ -133,14 +141,14 @@ def make_meta_train_step(learner: MetaLearner, optimizer: optax.GradientTransfor
   function runs on 1 or N devices.
   """
 
-  def gradient(theta, batch: Union[Task, Split], key):
+  def gradient(theta, batch: Union[Task, Split], key, step):
     if learner.batch_loss is not None:
       return jax.grad(learner.batch_loss, has_aux=True)(theta, batch, key)
     keys = jax.random.split(key, jax.tree.leaves(batch)[0].shape[0])
-    return batch_meta_gradient(learner, theta, batch, keys, task_chunk)
+    return batch_meta_gradient(learner, theta, batch, keys, task_chunk, step)
 
   def meta_train_step(state: TrainState, batch, key: PRNGKey):
-    grads, metrics = gradient(state.theta, batch, key)
+    grads, metrics = gradient(state.theta, batch, key, state.step)
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.theta)
     theta = optax.apply_updates(state.theta, updates)

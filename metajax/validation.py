@@ -11,12 +11,12 @@ from metajax.data.registry import DATA_SETTINGS
 from metajax.optimizers import INNER_OPTIMIZERS, meta_optimizer
 
 ALGORITHM_SETTINGS = tuple(sorted({s for spec in ALGORITHMS.values() for s in spec.settings}))
-LR_SCHEDULES = ('constant', 'warmup_cosine')
+LR_SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
 COMPUTE_DTYPES = ('float32', 'bfloat16')
 BATCH_NORMS = ('transductive', 'support')
 EPISODES = ('fixed', 'variable')
 POSITIVE = ('shots', 'meta_batch_size', 'num_steps', 'checkpoint_every', 'log_every',
-            'eval_tasks', 'max_checkpoints', 'num_processes', 'query', 'eval_query', 'cg_steps',
+            'eval_tasks', 'val_tasks', 'max_checkpoints', 'num_processes', 'query', 'eval_query', 'cg_steps',
             'channels')
 
 
@@ -66,8 +66,9 @@ def _check_inner(config, spec) -> None:
   if config.inner_steps is not None and config.inner_steps < least:
     fail('inner_steps', config.inner_steps,
          'must be >= 0' if least == 0 else 'must be a positive integer')
-  if config.backprop_steps is not None and config.backprop_steps < 0:
-    fail('backprop_steps', config.backprop_steps, 'must be >= 0')
+  for name in ('backprop_steps', 'msl_steps', 'first_order_steps'):
+    if getattr(config, name) is not None and getattr(config, name) < 0:
+      fail(name, getattr(config, name), 'must be >= 0')
   for name in ('inner_lr', 'imaml_lambda', 'meta_lr'):
     value = getattr(config, name)
     if value is not None and not value > 0:
@@ -89,6 +90,8 @@ def _check_run(config) -> None:
   choose('lr_schedule', config.lr_schedule, LR_SCHEDULES)
   if not 0 <= config.warmup_steps < config.num_steps:
     fail('warmup_steps', config.warmup_steps, f'must be in [0, --num_steps={config.num_steps})')
+  if not 0 <= config.min_meta_lr <= config.meta_lr:
+    fail('min_meta_lr', config.min_meta_lr, f'must be in [0, --meta_lr={config.meta_lr}]')
   if config.task_chunk < 0:
     fail('task_chunk', config.task_chunk, 'must be >= 0 (0: chosen for the backend)')
   if config.task_chunk and config.meta_batch_size % config.task_chunk:

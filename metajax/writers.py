@@ -24,6 +24,16 @@ class MetricWriter:
       if name not in ('step', 'split'):
         self._tb.add_scalar(f'{split}/{name}', value, step)
 
+  def last(self, name: str, default=None):
+    """The last value of `name` in `metrics.jsonl` (`default`: none there)."""
+    value = default
+    if os.path.exists(self.path):
+      with open(self.path) as f:
+        for line in f:
+          if line.strip():
+            value = json.loads(line).get(name, value)
+    return value
+
   def close(self) -> None:
     self._tb.close()
 

@@ -210,8 +210,12 @@ class ScriptsTest(parameterized.TestCase):
     load = lambda d, name: open(os.path.join(d, name)).read()
     self.assertEqual(json.loads(load(workdir, 'eval.json')),
                      json.loads(load(reference, 'eval.json')))
-    rows = lambda d: [json.loads(l) for l in load(d, 'metrics.jsonl').splitlines()]
+    def rows(d):  # every logged metric but the clock
+      return [{k: v for k, v in json.loads(l).items() if k != 'time_s'}
+              for l in load(d, 'metrics.jsonl').splitlines()]
     self.assertEqual(rows(workdir), rows(reference))  # every logged step, no duplicates
+    clock = [json.loads(l)['time_s'] for l in load(workdir, 'metrics.jsonl').splitlines()]
+    self.assertEqual(clock, sorted(clock))  # the resumed run's clock goes on
     self.assertFalse(os.path.exists(os.path.join(workdir, 'run.lock')))  # taken over, released
 
   @parameterized.parameters(

@@ -9,6 +9,7 @@ registers every algorithm below, in this order (the order of `--help`).
 from metajax.algorithms import registry
 from metajax.algorithms.registry import ALGORITHMS, AlgorithmSpec
 from metajax.algorithms.maml import maml, fomaml, anil, metasgd
+from metajax.algorithms.mamlpp import mamlpp
 from metajax.algorithms.reptile import reptile
 from metajax.algorithms.imaml import imaml
 from metajax.algorithms.pretrained import pretrained
@@ -17,5 +18,5 @@ from metajax.algorithms.predictor import predictor
 from metajax.algorithms.finetune import finetune
 from metajax.algorithms.boil import boil
 
-__all__ = ['ALGORITHMS', 'AlgorithmSpec', 'registry', 'maml', 'fomaml', 'anil', 'metasgd',
+__all__ = ['ALGORITHMS', 'AlgorithmSpec', 'registry', 'maml', 'fomaml', 'anil', 'metasgd', 'mamlpp',
            'imaml', 'reptile', 'pretrained', 'protonet', 'predictor', 'finetune', 'boil']
