@@ -39,6 +39,8 @@ def check_installed() -> None:
 
 def import_learn2learn_algorithms():
   """`learn2learn.algorithms` without learn2learn's __init__ (which needs torchvision)."""
+  if 'learn2learn.algorithms' in sys.modules:
+    return sys.modules['learn2learn.algorithms']
   spec = importlib.util.find_spec('learn2learn')
   if spec is None or not spec.submodule_search_locations:
     raise ImportError(

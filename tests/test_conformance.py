@@ -47,6 +47,8 @@ SETTINGS = {
     'predictor': dict(inner_lr=0.01, inner_steps=2),
     'finetune': dict(inner_lr=0.05, inner_steps=2, pretrain_classes=5),
     'boil': dict(inner_lr=0.01, inner_steps=1),
+    # Every piece on, each phase met within the 300 steps.
+    'mamlpp': dict(inner_lr=0.01, inner_steps=2, msl_steps=100, first_order_steps=50),
 }
 REGRESSION = [name for name in SETTINGS if 'regression' in ALGORITHMS[name].tasks]
 

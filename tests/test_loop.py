@@ -82,6 +82,9 @@ class TrainLoopTest(parameterized.TestCase):
       best = json.load(f)
     val = [r for r in _rows(workdir) if r['split'] == 'val']
     self.assertEqual([r['step'] for r in val], [20, 40, 60])
+    clock = [r['time_s'] for r in _rows(workdir)]  # seconds of training, evaluation left out
+    self.assertEqual(clock, sorted(clock))
+    self.assertGreater(clock[0], 0)
     scores = {r['step']: r['mse_10_steps'] for r in val}
     self.assertEqual(best['step'], min(scores, key=scores.get))
     self.assertAlmostEqual(best['value'], scores[best['step']], places=5)
@@ -93,13 +96,20 @@ class TrainLoopTest(parameterized.TestCase):
     _, latest = rundir.load_run(workdir, prefer_best=False)
     self.assertEqual(int(latest.step), 60)
 
-  def test_resume_continues_where_it_stopped(self):
+  @parameterized.parameters(
+      dict(),
+      # MAML++: its multi-step loss and first-order phases end across the resume.
+      dict(algorithm='mamlpp', inner_steps=2, inner_lr=0.01, msl_steps=15, first_order_steps=25,
+           eval_inner_steps=(2,)),
+  )
+  def test_resume_continues_where_it_stopped(self, **settings):
     workdir = self.create_tempdir().full_path
-    full = loop.train_and_evaluate(Config(**TINY), self.create_tempdir().full_path,
+    tiny = {**TINY, **settings}
+    full = loop.train_and_evaluate(Config(**tiny), self.create_tempdir().full_path,
                                     show_progress=False)
-    loop.train_and_evaluate(Config(**{**TINY, 'num_steps': 20}), workdir,
+    loop.train_and_evaluate(Config(**{**tiny, 'num_steps': 20}), workdir,
                              show_progress=False)
-    resumed = loop.train_and_evaluate(Config(**TINY), workdir, show_progress=False)
+    resumed = loop.train_and_evaluate(Config(**tiny), workdir, show_progress=False)
     chex.assert_trees_all_equal(resumed.state.theta, full.state.theta)
     self.assertEqual(resumed.records, full.records)
 

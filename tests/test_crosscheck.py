@@ -1,0 +1,47 @@
+"""experiments/l2l_crosscheck.py: metajax and learn2learn from the same weights on the same episodes.
+
+Needs torch and learn2learn (the bench extra and the README's install steps)
+and the real Omniglot files; skipped without them. In float64 the two
+libraries' first meta-steps agree far below float32 rounding, which they could
+not if the models, the episodes, the inner step or the meta-optimizer differed.
+"""
+
+import importlib.util
+import json
+import os
+
+from absl.testing import absltest
+import pytest
+
+from tests.helpers import script
+
+pytestmark = [
+    pytest.mark.omniglot,
+    pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ('torch', 'learn2learn')),
+                       reason='torch and learn2learn are not installed (pip install -e ".[bench]" '
+                       'and the README\'s learn2learn steps)'),
+]
+
+
+class CrossCheckTest(absltest.TestCase):
+
+  def test_first_steps_agree_in_float64_and_the_results_are_written(self):
+    workdir = os.path.join(self.create_tempdir().full_path, 'cc')
+    args = [f'--workdir={workdir}', '--num_steps=3', '--settings=5w1s', '--float64',
+            '--burn_in=1', '--block=1']
+    out = script('l2l_crosscheck.py', *args)
+    self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+    with open(os.path.join(workdir, 'crosscheck.json')) as f:
+      results = json.load(f)['results']
+    self.assertEqual(sorted(results), ['fomaml 5w1s', 'maml 5w1s'])
+    for r in results.values():
+      self.assertLen(r['metajax']['query_loss'], 3)
+      self.assertLess(max(r['comparison']['max_relative_difference']), 1e-6)
+    self.assertTrue(os.path.exists(os.path.join(workdir, 'crosscheck.png')))
+    again = script('l2l_crosscheck.py', *args)  # never overwrites a result
+    self.assertNotEqual(again.returncode, 0)
+    self.assertIn('already holds crosscheck.json', again.stderr)
+
+
+if __name__ == '__main__':
+  absltest.main()
