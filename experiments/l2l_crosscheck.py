@@ -14,10 +14,13 @@ meta-batch), and writes them to `<workdir>/crosscheck.json` and
 the three and, over blocks of `--block` steps after the first `--burn_in`, a
 paired comparison of the two curves (mean difference and its t statistic over
 block means). The two runs start equal to float32 rounding; chaos then makes
-their trajectories part, so only their statistics can agree afterwards.
+their trajectories part, so only their statistics can agree afterwards; the
+yardstick for how far apart is `--reference=perturbed`: metajax against itself
+from weights changed by float32 rounding (relative 1e-7), the same comparison.
 
   pip install -e ".[bench]"   # then learn2learn 0.2.0 from source (README)
-  python experiments/l2l_crosscheck.py --workdir=runs/crosscheck --num_steps=300
+  python experiments/l2l_crosscheck.py --workdir=runs/crosscheck --num_steps=400
+  python experiments/l2l_crosscheck.py --workdir=runs/chaos --num_steps=400 --reference=perturbed
 """
 
 import json
@@ -48,6 +51,10 @@ flags.DEFINE_integer('burn_in', 50, 'steps before the paired comparison')
 flags.DEFINE_integer('block', 25, 'steps per block of the paired comparison')
 flags.DEFINE_integer('threads', 0, 'torch threads (0: every core)')
 flags.DEFINE_integer('seed', 0, 'seed of the initialisation and the episodes')
+flags.DEFINE_enum('reference', 'learn2learn', ['learn2learn', 'perturbed'],
+                  'what metajax is compared with: learn2learn, or metajax itself from weights '
+                  'perturbed by float32 rounding (relative 1e-7): how far chaos alone takes '
+                  'two runs apart, the yardstick for the learn2learn comparison')
 flags.DEFINE_bool('float64', False, 'both libraries in float64 (same math: equal to ~1e-12 '
                   'at first)')
 FLAGS = flags.FLAGS
@@ -67,9 +74,13 @@ def cast(tree):
                       else v, tree)
 
 
-def metajax_run(run, batches):
+def metajax_run(run, batches, perturb: bool = False):
   """(initial theta as numpy, {curve: [steps]}, seconds) of metajax's meta-steps."""
   state = cast(run.init_state())
+  if perturb:
+    rng = np.random.default_rng(FLAGS.seed + 1)
+    state = state.replace(theta=jax.tree.map(
+        lambda v: v * (1 + 1e-7 * rng.standard_normal(v.shape)).astype(v.dtype), state.theta))
   theta0 = jax.device_get(state.theta)
   step_fn = run.step_fn(donate=False)
   curves = {c: [] for c in CURVES}
@@ -147,7 +158,7 @@ def compare(a: dict, b: dict) -> dict:
     late = np.asarray(b[c])[FLAGS.burn_in:]
     se = blocks.std(ddof=1) / np.sqrt(len(blocks)) if len(blocks) > 1 else float('nan')
     out[c] = {'metajax_mean': float(np.mean(np.asarray(a[c])[FLAGS.burn_in:])),
-              'learn2learn_mean': float(np.mean(late)),
+              'reference_mean': float(np.mean(late)),
               'mean_difference': float(blocks.mean()) if len(blocks) else float('nan'),
               't_statistic': float(blocks.mean() / se) if se > 0 else float('nan'),
               'blocks': len(blocks)}
@@ -163,7 +174,7 @@ def plot(results: dict, path: str) -> None:
     for i, c in enumerate(CURVES):
       ax = axes[i, j]
       ax.plot(r['metajax'][c], label='metajax', lw=1)
-      ax.plot(r['learn2learn'][c], label='learn2learn', lw=1, alpha=0.8)
+      ax.plot(r[r['reference']][c], label=r['reference'], lw=1, alpha=0.8)
       ax.set_yscale('log' if c != 'query_loss' else 'linear')
       ax.set_title(f'{name}: {c}', fontsize=9)
       if i == 0 and j == 0:
@@ -197,22 +208,27 @@ def main(argv):
       run = build_run(config_for(algorithm, setting), show_progress=False)
       batches = [jax.device_get(b) for b in run.train_batches(0, FLAGS.num_steps)]
       theta0, ours, ours_s = metajax_run(run, batches)
-      theirs, theirs_s = learn2learn_run(theta0, batches, algorithm, run.config.num_ways,
-                                         run.config.inner_lr)
+      if FLAGS.reference == 'learn2learn':
+        theirs, theirs_s = learn2learn_run(theta0, batches, algorithm, run.config.num_ways,
+                                           run.config.inner_lr)
+      else:
+        _, theirs, theirs_s = metajax_run(run, batches, perturb=True)
       comparison = compare(ours, theirs)
-      results[name] = {'metajax': ours, 'learn2learn': theirs, 'comparison': comparison,
-                       'seconds': {'metajax': ours_s, 'learn2learn': theirs_s}}
+      results[name] = {'metajax': ours, FLAGS.reference: theirs, 'comparison': comparison,
+                       'seconds': {'metajax': ours_s, FLAGS.reference: theirs_s},
+                       'reference': FLAGS.reference}
       late = {c: (round(comparison[c]['metajax_mean'], 4),
-                  round(comparison[c]['learn2learn_mean'], 4),
+                  round(comparison[c]['reference_mean'], 4),
                   round(comparison[c]['t_statistic'], 2)) for c in CURVES}
       print(f'{name}: step-0 relative difference {comparison["first_step_relative_difference"]:.2e}'
             f', within 1e-4 for {comparison["steps_within_1e-4"]} steps; after step '
-            f'{FLAGS.burn_in} (metajax, learn2learn, paired t): {late}; '
+            f'{FLAGS.burn_in} (metajax, {FLAGS.reference}, paired t): {late}; '
             f'{ours_s:.0f} s / {theirs_s:.0f} s', flush=True)
       os.makedirs(FLAGS.workdir, exist_ok=True)
       with open(os.path.join(FLAGS.workdir, 'crosscheck.json'), 'w') as f:
         json.dump({'flags': {k: FLAGS[k].value for k in (
-            'algorithms', 'settings', 'num_steps', 'burn_in', 'block', 'seed', 'float64')}, 'results': results}, f)
+            'algorithms', 'settings', 'num_steps', 'burn_in', 'block', 'seed', 'float64',
+            'reference')}, 'results': results}, f)
       plot(results, os.path.join(FLAGS.workdir, 'crosscheck.png'))
   print(f'wrote {FLAGS.workdir}/crosscheck.json and crosscheck.png')
 
