@@ -34,13 +34,17 @@ ROWS = {
     'fomaml_5w1s': ('omniglot_fomaml_5w1s_cpu.flags', (), ()),
     'fomaml_5w5s': ('omniglot_fomaml_5w5s_cpu.flags', (), ()),
     'fomaml_20w1s': ('omniglot_fomaml_20w1s_cpu.flags', (), ()),
+    'mamlpp_5w1s': ('omniglot_mamlpp_5w1s_cpu.flags', (), ()),
+    'mamlpp_20w1s': ('omniglot_mamlpp_20w1s_cpu.flags', (), ()),
 }
 # The papers' accuracies (%): Finn et al. 2017 (MAML and its first-order
-# approximation), Snell et al. 2017 (ProtoNets), by (ways, shots).
+# approximation), Snell et al. 2017 (ProtoNets), Antoniou et al. 2019 (MAML++),
+# by (ways, shots).
 PAPER = {
     'maml': {(5, 1): 98.7, (5, 5): 99.9, (20, 1): 95.8},
     'fomaml': {(5, 1): 98.3, (5, 5): 99.2, (20, 1): 89.4},
     'protonet': {(5, 1): 98.8, (5, 5): 99.7, (20, 1): 96.0},
+    'mamlpp': {(5, 1): 99.47, (20, 1): 97.65},
 }
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
 
