@@ -14,13 +14,17 @@ meta-batch), and writes them to `<workdir>/crosscheck.json` and
 the three and, over blocks of `--block` steps after the first `--burn_in`, a
 paired comparison of the two curves (mean difference and its t statistic over
 block means). The two runs start equal to float32 rounding; chaos then makes
-their trajectories part, so only their statistics can agree afterwards; the
-yardstick for how far apart is `--reference=perturbed`: metajax against itself
-from weights changed by float32 rounding (relative 1e-7), the same comparison.
+their trajectories part, so only their statistics can agree afterwards. The
+yardsticks for how far apart are metajax against itself, the same comparison:
+`--reference=perturbed` from weights changed once by float32 rounding
+(relative 1e-7), `--reference=rechunked` with the meta-batch's tasks vmapped
+in pairs instead of one at a time (another order of the same sums, so rounding
+differs at every step, as it does between two libraries; neither needs torch).
 
   pip install -e ".[bench]"   # then learn2learn 0.2.0 from source (README)
   python experiments/l2l_crosscheck.py --workdir=runs/crosscheck --num_steps=400
   python experiments/l2l_crosscheck.py --workdir=runs/chaos --num_steps=400 --reference=perturbed
+  python experiments/l2l_crosscheck.py --workdir=runs/rechunked --num_steps=400 --reference=rechunked
 """
 
 import json
@@ -51,10 +55,12 @@ flags.DEFINE_integer('burn_in', 50, 'steps before the paired comparison')
 flags.DEFINE_integer('block', 25, 'steps per block of the paired comparison')
 flags.DEFINE_integer('threads', 0, 'torch threads (0: every core)')
 flags.DEFINE_integer('seed', 0, 'seed of the initialisation and the episodes')
-flags.DEFINE_enum('reference', 'learn2learn', ['learn2learn', 'perturbed'],
-                  'what metajax is compared with: learn2learn, or metajax itself from weights '
-                  'perturbed by float32 rounding (relative 1e-7): how far chaos alone takes '
-                  'two runs apart, the yardstick for the learn2learn comparison')
+flags.DEFINE_enum('reference', 'learn2learn', ['learn2learn', 'perturbed', 'rechunked'],
+                  'what metajax is compared with: learn2learn; metajax itself from weights '
+                  'perturbed by float32 rounding (relative 1e-7, once); or metajax itself with '
+                  'its tasks vmapped in pairs (--task_chunk=2: the same sums in another order, '
+                  'so rounding differs at every step, as between two libraries). The last two '
+                  'are yardsticks for how far rounding alone takes two runs apart')
 flags.DEFINE_bool('float64', False, 'both libraries in float64 (same math: equal to ~1e-12 '
                   'at first)')
 FLAGS = flags.FLAGS
@@ -189,7 +195,8 @@ def plot(results: dict, path: str) -> None:
 
 def main(argv):
   del argv
-  l2l_compare.check_installed()
+  if FLAGS.reference == 'learn2learn':
+    l2l_compare.check_installed()
   jax.config.update('jax_enable_x64', FLAGS.float64)
   if not FLAGS.workdir:
     raise app.UsageError('--workdir is required (a new folder for the JSON and PNG)')
@@ -211,8 +218,11 @@ def main(argv):
       if FLAGS.reference == 'learn2learn':
         theirs, theirs_s = learn2learn_run(theta0, batches, algorithm, run.config.num_ways,
                                            run.config.inner_lr)
-      else:
+      elif FLAGS.reference == 'perturbed':
         _, theirs, theirs_s = metajax_run(run, batches, perturb=True)
+      else:
+        paired = build_run(run.config.replace(task_chunk=2), show_progress=False)
+        _, theirs, theirs_s = metajax_run(paired, batches)
       comparison = compare(ours, theirs)
       results[name] = {'metajax': ours, FLAGS.reference: theirs, 'comparison': comparison,
                        'seconds': {'metajax': ours_s, FLAGS.reference: theirs_s},
