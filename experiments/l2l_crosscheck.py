@@ -18,8 +18,9 @@ their trajectories part, so only their statistics can agree afterwards. The
 yardsticks for how far apart are metajax against itself, the same comparison:
 `--reference=perturbed` from weights changed once by float32 rounding
 (relative 1e-7), `--reference=rechunked` with the meta-batch's tasks vmapped
-in pairs instead of one at a time (another order of the same sums, so rounding
-differs at every step, as it does between two libraries; neither needs torch).
+in chunks of `--chunk` (2) instead of one at a time (another order of the same
+sums, so rounding differs at every step, as it does between two libraries;
+neither needs torch).
 
   pip install -e ".[bench]"   # then learn2learn 0.2.0 from source (README)
   python experiments/l2l_crosscheck.py --workdir=runs/crosscheck --num_steps=400
@@ -58,9 +59,11 @@ flags.DEFINE_integer('seed', 0, 'seed of the initialisation and the episodes')
 flags.DEFINE_enum('reference', 'learn2learn', ['learn2learn', 'perturbed', 'rechunked'],
                   'what metajax is compared with: learn2learn; metajax itself from weights '
                   'perturbed by float32 rounding (relative 1e-7, once); or metajax itself with '
-                  'its tasks vmapped in pairs (--task_chunk=2: the same sums in another order, '
-                  'so rounding differs at every step, as between two libraries). The last two '
-                  'are yardsticks for how far rounding alone takes two runs apart')
+                  'its tasks vmapped in chunks of --chunk (the same sums in another order, so '
+                  'rounding differs at every step, as between two libraries). The last two are '
+                  'yardsticks for how far rounding alone takes two runs apart')
+flags.DEFINE_integer('chunk', 2, 'tasks vmapped together in the --reference=rechunked run '
+                     '(metajax runs one at a time on a CPU)')
 flags.DEFINE_bool('float64', False, 'both libraries in float64 (same math: equal to ~1e-12 '
                   'at first)')
 FLAGS = flags.FLAGS
@@ -221,7 +224,7 @@ def main(argv):
       elif FLAGS.reference == 'perturbed':
         _, theirs, theirs_s = metajax_run(run, batches, perturb=True)
       else:
-        paired = build_run(run.config.replace(task_chunk=2), show_progress=False)
+        paired = build_run(run.config.replace(task_chunk=FLAGS.chunk), show_progress=False)
         _, theirs, theirs_s = metajax_run(paired, batches)
       comparison = compare(ours, theirs)
       results[name] = {'metajax': ours, FLAGS.reference: theirs, 'comparison': comparison,
@@ -238,7 +241,7 @@ def main(argv):
       with open(os.path.join(FLAGS.workdir, 'crosscheck.json'), 'w') as f:
         json.dump({'flags': {k: FLAGS[k].value for k in (
             'algorithms', 'settings', 'num_steps', 'burn_in', 'block', 'seed', 'float64',
-            'reference')}, 'results': results}, f)
+            'reference', 'chunk')}, 'results': results}, f)
       plot(results, os.path.join(FLAGS.workdir, 'crosscheck.png'))
   print(f'wrote {FLAGS.workdir}/crosscheck.json and crosscheck.png')
 

@@ -18,8 +18,11 @@ NEEDS_RUN = 'runs/protonet_5w1s'  # the block that loads a trained run
 OWN_DATA = 'my_images'  # the blocks of "Your own data"
 NEEDS_DATA = ("'omniglot'", NEEDS_RUN, OWN_DATA)  # blocks that read the real Omniglot files
 with open(os.path.join(helpers.REPO, 'README.md')) as f:
-  (OWN_DATA_COMMANDS,) = [b for b in re.findall(r'```bash\n(.*?)```', f.read(), re.S)
-                          if OWN_DATA in b]
+  BASH_BLOCKS = re.findall(r'```bash\n(.*?)```', f.read(), re.S)
+(OWN_DATA_COMMANDS,) = [b for b in BASH_BLOCKS if OWN_DATA in b]
+(TIME_TO_ACCURACY,) = [b for b in BASH_BLOCKS if 'time_to_accuracy.py' in b]
+# Appended to each training command of that block: the same runs, a few steps long.
+SHORT = ' --num_steps=4 --eval_every=2 --val_tasks=2 --eval_tasks=4'
 
 
 def run_block(code, cwd):
@@ -73,6 +76,24 @@ class ReadmeTest(parameterized.TestCase):
     shown = run_block(code, cwd)
     self.assertEqual(shown.returncode, 0, shown.stderr[-3000:])
     self.assertGreaterEqual(int(shown.stdout.split()[0]), 8, shown.stdout)  # chance: 3 of 15
+
+  @pytest.mark.omniglot
+  def test_time_to_accuracy_block_trains_validates_and_plots(self):
+    cwd = self.create_tempdir().full_path
+    os.symlink(os.path.join(helpers.REPO, 'experiments'), os.path.join(cwd, 'experiments'))
+    lines = TIME_TO_ACCURACY.replace('\\\n', ' ').splitlines()
+    self.assertLen([line for line in lines if 'train.py' in line], 3)
+    commands = '\n'.join(line + SHORT if 'train.py' in line else line for line in lines)
+    env = {**os.environ, 'PYTHONPATH': helpers.REPO,
+           'PATH': os.path.dirname(sys.executable) + os.pathsep + os.environ['PATH']}
+    out = subprocess.run(['bash', '-ec', commands], cwd=cwd, env=env, capture_output=True,
+                         text=True, timeout=900, check=False)
+    self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+    rows = [line.split() for line in out.stdout.splitlines()
+            if line.split()[:1] in (['MAML'], ['fo-MAML'], ['MAML++'])]
+    self.assertEqual([(r[0], r[1], r[2]) for r in rows],
+                     [('MAML', '20w1s', '4'), ('fo-MAML', '20w1s', '4'), ('MAML++', '20w1s', '4')])
+    self.assertTrue(os.path.exists(os.path.join(cwd, 'runs', 'time_to_accuracy.png')))
 
   @pytest.mark.omniglot
   def test_block_that_loads_a_trained_run(self):
