@@ -106,6 +106,8 @@ def torch_model(theta, ways: int):
   import torch  # pylint: disable=g-import-not-at-top
   model = l2l_compare.build_model({'model': 'conv4', 'in_channels': 1, 'channels': 64,
                                    'algorithm': 'maml', 'side': 28, 'ways': ways})
+  if FLAGS.float64:  # before the copy: float64 weights copied into float32 ones would round
+    model = model.double()
   params = theta['model']['params']
   dtype = np.float64 if FLAGS.float64 else np.float32
   tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype))
@@ -118,7 +120,7 @@ def torch_model(theta, ways: int):
       norm.bias.copy_(tensor(params[f'norms_{i}']['bias']))
     model[-1].weight.copy_(tensor(params['head']['kernel'].T))
     model[-1].bias.copy_(tensor(params['head']['bias']))
-  return model.double() if FLAGS.float64 else model
+  return model
 
 
 def learn2learn_run(theta0, batches, algorithm: str, ways: int, inner_lr: float):
