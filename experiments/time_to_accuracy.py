@@ -5,7 +5,8 @@ validation rows of `metrics.jsonl` (accuracy after the most inner steps
 evaluated, against `time_s`: seconds of training, compilation included and
 validation excluded, continued across resumes) and the test records of
 `eval.json` (the best-on-validation checkpoint, with its 95% interval, drawn at
-the time its step was reached). Runs of the same ways and shots share a panel;
+the time its step was reached). Runs of the same ways and shots share a panel
+(a label may name one run per setting, and keeps its colour across panels);
 `--targets=20w1s=0.958,...` draws a reference line per setting (e.g. a paper's
 number) and the table reports when validation first reached it.
 
@@ -84,17 +85,22 @@ def first_reaching(curve: dict, target: float):
   return next((t for t, v in zip(curve['times'], curve['val']) if v >= target), None)
 
 
-def plot(curves: dict, targets: dict, path: str) -> str:
-  """One panel per setting: validation accuracy against minutes, the test result as a bar."""
+def plot(curves: list, targets: dict, path: str) -> str:
+  """One panel per setting: validation accuracy against minutes, the test result as a bar.
+
+  `curves`: (label, curve) pairs; a label keeps its colour in every panel.
+  """
   by_setting = collections.defaultdict(list)
-  for label, curve in curves.items():
+  colours = {}
+  for label, curve in curves:
     by_setting[curve['setting']].append((label, curve))
+    colours.setdefault(label, f'C{len(colours)}')
   settings = sorted(by_setting, key=lambda s: int(s.split('w')[0]))
   fig, axes = plt.subplots(1, len(settings), squeeze=False, figsize=(6 * len(settings), 4.2))
   for ax, setting in zip(axes[0], settings):
     for label, curve in by_setting[setting]:
       line, = ax.plot(curve['times'], [100 * v for v in curve['val']], 'o-', ms=3,
-                      label=f'{label} (validation, {curve["inner_steps"]} steps)')
+                      color=colours[label], label=f'{label} (validation, {curve["inner_steps"]} steps)')
       test = curve['test']
       if test is not None:
         at = curve['times'][curve['steps'].index(test['checkpoint_step'])] \
@@ -133,17 +139,22 @@ def main(argv):
       targets[setting] = float(value)
     except ValueError:
       raise app.UsageError(f'--targets={setting}={value}: not a number') from None
-  curves = {}
+  curves, seen = [], {}
   for label, workdir in _pairs('runs', FLAGS.runs):
     if not os.path.isdir(workdir):
       raise app.UsageError(f'--runs={label}={workdir}: no such directory')
     try:
-      curves[label] = read_curve(workdir)
+      curve = read_curve(workdir)
     except (FileNotFoundError, ValueError) as e:
       raise app.UsageError(f'--runs={label}={workdir}: {e}') from None
+    if (label, curve['setting']) in seen:  # one label per setting; across settings it repeats
+      raise app.UsageError(f'--runs={label}={workdir}: {label} is already '
+                           f'{seen[label, curve["setting"]]} for {curve["setting"]}')
+    seen[label, curve['setting']] = workdir
+    curves.append((label, curve))
   print(f'{"run":<16} {"setting":<7} {"steps":>6} {"minutes":>8} {"best val (min)":>16} '
         f'{"test (95% CI)":>18} {"to target":>10}')
-  for label, c in curves.items():
+  for label, c in curves:
     best = max(range(len(c['val'])), key=lambda i: c['val'][i])
     test = (f'{100 * c["test"]["mean"]:.2f} +- {100 * c["test"]["ci95"]:.2f}'
             if c['test'] else 'not tested')

@@ -53,6 +53,20 @@ class TimeToAccuracyTest(absltest.TestCase):
     self.assertIn(f'--runs=x={out_dir}: {out_dir}: not a run directory', out.stderr)
     self.assertEqual(sorted(os.listdir(out_dir)), ['tta.png'])
 
+    # One label may name a run of each setting (one panel each), not two runs of one.
+    out = script('time_to_accuracy.py', f'--runs=proto={workdir},proto={workdir}',
+                 f'--out={out_dir}/twice.png')
+    self.assertNotEqual(out.returncode, 0)
+    self.assertIn(f'--runs=proto={workdir}: proto is already {workdir} for 3w1s', out.stderr)
+    two_way = os.path.join(self.create_tempdir().full_path, 'proto2')
+    loop.train_and_evaluate(config.replace(ways=2, num_steps=5), two_way, show_progress=False)
+    out = script('time_to_accuracy.py', f'--runs=proto={workdir},proto={two_way}',
+                 f'--out={out_dir}/both.png')
+    self.assertEqual(out.returncode, 0, out.stderr)
+    rows = [line.split()[:3] for line in out.stdout.splitlines() if line.startswith('proto ')]
+    self.assertEqual(rows, [['proto', '3w1s', '20'], ['proto', '2w1s', '5']])
+    self.assertEqual(sorted(os.listdir(out_dir)), ['both.png', 'tta.png'])
+
 
 if __name__ == '__main__':
   absltest.main()
