@@ -30,8 +30,15 @@ class Checkpointer:
   def save(self, step: int, state: Any) -> None:
     self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
+  def steps(self) -> list[int]:
+    """The steps of the checkpoints kept, oldest first."""
+    return sorted(self._manager.all_steps())
+
   def restore(self, abstract_state: Any, step: Optional[int] = None) -> Any:
     step = self.latest_step() if step is None else step
+    if step not in self.steps():
+      raise FileNotFoundError(f'step={step}: no checkpoint of that step in {self.directory} '
+                              f'(kept: {", ".join(map(str, self.steps())) or "none"})')
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
     return self._manager.restore(step, args=ocp.args.StandardRestore(target))
 

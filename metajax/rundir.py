@@ -227,20 +227,23 @@ def load_run(workdir: str, step: Optional[int] = None, prefer_best: bool = True,
              ) -> tuple[run_lib.Run, TrainState]:
   """(run, state) of a trained run, built without its data (`run.source` is None).
 
-  Loads checkpoint `step`; by default the best-on-validation checkpoint when
-  the run kept one (`--eval_every`), else the latest.
+  Loads checkpoint `step` (one of `checkpoints/`, or the best-on-validation
+  one's step); by default the best-on-validation checkpoint when the run kept
+  one (`--eval_every`), else the latest.
   """
   config = read_config(workdir)
   if config is None:
     raise FileNotFoundError(f'workdir={workdir} holds no run (no config.json)')
   run = run_lib.build_run(config, data=False)
   state = run.init_state()
-  if step is None and prefer_best and os.path.isdir(os.path.join(workdir, 'best')):
-    best = BestKeeper(workdir, run.metric)
-    restored = best.restore(state)
-    best.close()
-    if restored is not None:
-      return run, restored
+  if step is not None or prefer_best:
+    if os.path.isdir(os.path.join(workdir, 'best')):
+      best = BestKeeper(workdir, run.metric)
+      restored = (best.restore(state)
+                  if step is None or (best.best or {}).get('step') == step else None)
+      best.close()
+      if restored is not None:
+        return run, restored
   if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
     raise FileNotFoundError(f'workdir={workdir} holds no checkpoint')
   checkpointer = Checkpointer(workdir, config.max_checkpoints)

@@ -22,7 +22,8 @@ from metajax.validation import ALGORITHM_SETTINGS
 SOME_VALUE = {'inner_lr': 0.05, 'inner_steps': 3, 'inner_optimizer': 'momentum', 'remat': True,
               'backprop_steps': 1, 'imaml_lambda': 2.0, 'cg_steps': 4, 'predictor_head': 'dot',
               'finetune_head': 'cosine', 'pretrain_classes': 10, 'msl_steps': 7,
-              'first_order_steps': 9, 'per_step_bn': False, 'learn_inner_lr': False}
+              'first_order_steps': 9, 'per_step_bn': False, 'learn_inner_lr': False,
+              'zero_head': True}
 
 
 def dataset_for(name):

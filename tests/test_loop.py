@@ -95,6 +95,13 @@ class TrainLoopTest(parameterized.TestCase):
     chex.assert_trees_all_equal(loaded.theta, result.state.theta)
     _, latest = rundir.load_run(workdir, prefer_best=False)
     self.assertEqual(int(latest.step), 60)
+    # A step by number: the best one's too, and a clear error for one not kept.
+    _, by_step = rundir.load_run(workdir, step=best['step'])
+    chex.assert_trees_all_equal(by_step.theta, result.state.theta)
+    self.assertEqual(int(rundir.load_learner(workdir, step=40).step), 40)
+    with self.assertRaisesRegex(FileNotFoundError, r'step=30: no checkpoint of that step in '
+                                r'.*checkpoints \(kept: 20, 40, 60\)'):
+      rundir.load_learner(workdir, step=30)
 
   @parameterized.parameters(
       dict(),

@@ -11,6 +11,8 @@ References:
   Understanding the Effectiveness of MAML", ICLR 2020 (ANIL).
   Li, Zhou, Chen & Li, "Meta-SGD: Learning to Learn Quickly for Few-Shot
   Learning", arXiv:1707.09835, 2017.
+  Kao, Chiu & Chen, "MAML is a Noisy Contrastive Learner in Classification",
+  ICLR 2022 (the zeroing trick: `zero_head`).
 """
 
 import functools
@@ -18,6 +20,7 @@ from typing import Optional
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import optax
 
 from metajax import inner, losses
@@ -30,7 +33,7 @@ from metajax.types import LossFn, Split
 def maml(model: nn.Module, loss_fn: LossFn, *,
          inner_optimizer: optax.GradientTransformation = optax.sgd(0.01),
          inner_steps: int = 1, first_order: bool = False, remat: bool = False,
-         backprop_steps: Optional[int] = None) -> MetaLearner:
+         backprop_steps: Optional[int] = None, zero_head: bool = False) -> MetaLearner:
   """Model-agnostic meta-learning.
 
   theta <- theta - beta * grad_theta sum_tasks L_query(adapt(theta, support)).
@@ -44,6 +47,11 @@ def maml(model: nn.Module, loss_fn: LossFn, *,
     remat: rematerialise inner steps in the backward pass.
     backprop_steps: differentiate through only the last k inner steps
       (`inner.inner_loop`); None: all of them.
+    zero_head: start every inner loop from a zero head (the model's submodule
+      `head`), the zeroing trick of Kao et al.: every class starts equal, so
+      the initial weights carry no class order that a task's arbitrary labels
+      would have to undo. theta's head is initialised to zero and stays there
+      (its meta-gradient is zero); the body is meta-learned as before.
 
   Returns:
     A `MetaLearner`.
@@ -51,15 +59,35 @@ def maml(model: nn.Module, loss_fn: LossFn, *,
   adapt = common.full_adapt(model, loss_fn, inner_optimizer, inner_steps,
                             first_order=first_order, remat=remat,
                             backprop_steps=backprop_steps)
-  return common.query_loss_learner('fomaml' if first_order else 'maml', model, loss_fn, adapt)
+  init = None
+  if zero_head:
+    init, adapt = zeroed_head(model, adapt)
+  return common.query_loss_learner('fomaml' if first_order else 'maml', model, loss_fn, adapt,
+                                   init=init)
+
+
+def zeroed_head(model: nn.Module, adapt):
+  """`(init, adapt)` whose inner loops start from a zero head (`maml(zero_head=True)`)."""
+
+  def zero(theta):
+    head = theta['model']['params']['head']
+    return {**theta, 'model': common.with_head(theta['model'], jax.tree.map(jnp.zeros_like, head))}
+
+  def init(rng, example_task):
+    return zero(common.init_model(model, rng, example_task))
+
+  def adapt_from_zero(theta, support: Split, rng, num_steps=None) -> Adapted:
+    return adapt(zero(theta), support, rng, num_steps)
+
+  return init, adapt_from_zero
 
 
 def fomaml(model: nn.Module, loss_fn: LossFn, *,
            inner_optimizer: optax.GradientTransformation = optax.sgd(0.01),
-           inner_steps: int = 1, remat: bool = False) -> MetaLearner:
+           inner_steps: int = 1, remat: bool = False, zero_head: bool = False) -> MetaLearner:
   """First-order MAML: MAML with the inner gradients held constant."""
   return maml(model, loss_fn, inner_optimizer=inner_optimizer, inner_steps=inner_steps,
-              first_order=True, remat=remat)
+              first_order=True, remat=remat, zero_head=zero_head)
 
 
 def anil(model: nn.Module, loss_fn: LossFn, *,
@@ -131,21 +159,25 @@ def _inner_kwargs(s, inner_optimizer):
           'remat': s['remat']}
 
 
-def _build_truncatable(factory, s, model, loss_fn, inner_optimizer):
+def _build_truncatable(factory, s, model, loss_fn, inner_optimizer, **kwargs):
   return factory(model, loss_fn, backprop_steps=s['backprop_steps'],
-                 **_inner_kwargs(s, inner_optimizer))
+                 **_inner_kwargs(s, inner_optimizer), **kwargs)
 
 
-def _register(name, summary, build, settings=MAML_SETTINGS):
-  register(AlgorithmSpec(name=name, summary=summary, settings=settings, defaults=MAML_DEFAULTS,
+def _register(name, summary, build, settings=MAML_SETTINGS, defaults=MAML_DEFAULTS):
+  register(AlgorithmSpec(name=name, summary=summary, settings=settings, defaults=defaults,
                          dataset_defaults=MAML_DATASET_DEFAULTS, build=build))
 
 
 _register('maml', 'MAML, second order (Finn et al. 2017)',
-          functools.partial(_build_truncatable, maml))
+          lambda s, model, loss_fn, opt: _build_truncatable(maml, s, model, loss_fn, opt,
+                                                            zero_head=s['zero_head']),
+          settings=MAML_SETTINGS + ('zero_head',), defaults={**MAML_DEFAULTS, 'zero_head': False})
 _register('fomaml', 'first-order MAML',
-          lambda s, model, loss_fn, opt: fomaml(model, loss_fn, **_inner_kwargs(s, opt)),
-          settings=MAML_SETTINGS[:-1])
+          lambda s, model, loss_fn, opt: fomaml(model, loss_fn, zero_head=s['zero_head'],
+                                                **_inner_kwargs(s, opt)),
+          settings=MAML_SETTINGS[:-1] + ('zero_head',),
+          defaults={**MAML_DEFAULTS, 'zero_head': False})
 _register('anil', 'ANIL: only the head adapts (Raghu et al. 2020)',
           functools.partial(_build_truncatable, anil))
 _register('metasgd', 'Meta-SGD: meta-learned per-parameter rates, from --inner_lr',
