@@ -110,7 +110,7 @@ def torch_model(theta, ways: int):
     model = model.double()
   params = theta['model']['params']
   dtype = np.float64 if FLAGS.float64 else np.float32
-  tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype))
+  tensor = lambda a: torch.from_numpy(np.array(a, dtype))  # a writable copy
   with torch.no_grad():
     for i in range(4):
       conv, norm = model[4 * i], model[4 * i + 1]
