@@ -100,7 +100,8 @@ def plot(curves: list, targets: dict, path: str) -> str:
   for ax, setting in zip(axes[0], settings):
     for label, curve in by_setting[setting]:
       line, = ax.plot(curve['times'], [100 * v for v in curve['val']], 'o-', ms=3,
-                      color=colours[label], label=f'{label} (validation, {curve["inner_steps"]} steps)')
+                      color=colours[label],
+                      label=f'{label} (validation, {curve["inner_steps"]} steps)')
       test = curve['test']
       if test is not None:
         at = curve['times'][curve['steps'].index(test['checkpoint_step'])] \

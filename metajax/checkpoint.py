@@ -36,9 +36,10 @@ class Checkpointer:
 
   def restore(self, abstract_state: Any, step: Optional[int] = None) -> Any:
     step = self.latest_step() if step is None else step
-    if step not in self.steps():
+    kept = self.steps()
+    if step not in kept:
       raise FileNotFoundError(f'step={step}: no checkpoint of that step in {self.directory} '
-                              f'(kept: {", ".join(map(str, self.steps())) or "none"})')
+                              f'(kept: {", ".join(map(str, kept)) or "none"})')
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
     return self._manager.restore(step, args=ocp.args.StandardRestore(target))
 

@@ -40,8 +40,9 @@ HELP = {
     'backprop_steps': ', '.join(n for n, s in ALGORITHMS.items() if s.truncatable)
                       + ': backpropagate through only the last k inner steps, the earlier ones '
                       'first-order (default: all)',
-    'zero_head': 'maml, fomaml: every inner loop starts from a zero linear head, the '
-                 '"zeroing trick" of Kao et al. (ICLR 2022); the head is then not meta-learned',
+    'zero_head': ', '.join(n for n, s in ALGORITHMS.items() if 'zero_head' in s.settings)
+                 + ': every inner loop starts from a zero linear head, the "zeroing trick" of '
+                 'Kao et al. (ICLR 2022); the head is then not meta-learned',
     'imaml_lambda': 'iMAML: strength lambda of the proximal term lambda/2 ||phi - theta||^2',
     'cg_steps': 'iMAML: conjugate-gradient iterations for the implicit meta-gradient',
     'predictor_head': 'predictor: how a query is scored against the predicted class weights: '

@@ -169,15 +169,15 @@ def _register(name, summary, build, settings=MAML_SETTINGS, defaults=MAML_DEFAUL
                          dataset_defaults=MAML_DATASET_DEFAULTS, build=build))
 
 
+ZERO_HEAD_DEFAULTS = {**MAML_DEFAULTS, 'zero_head': False}  # maml and fomaml only
 _register('maml', 'MAML, second order (Finn et al. 2017)',
           lambda s, model, loss_fn, opt: _build_truncatable(maml, s, model, loss_fn, opt,
                                                             zero_head=s['zero_head']),
-          settings=MAML_SETTINGS + ('zero_head',), defaults={**MAML_DEFAULTS, 'zero_head': False})
+          settings=MAML_SETTINGS + ('zero_head',), defaults=ZERO_HEAD_DEFAULTS)
 _register('fomaml', 'first-order MAML',
           lambda s, model, loss_fn, opt: fomaml(model, loss_fn, zero_head=s['zero_head'],
                                                 **_inner_kwargs(s, opt)),
-          settings=MAML_SETTINGS[:-1] + ('zero_head',),
-          defaults={**MAML_DEFAULTS, 'zero_head': False})
+          settings=MAML_SETTINGS[:-1] + ('zero_head',), defaults=ZERO_HEAD_DEFAULTS)
 _register('anil', 'ANIL: only the head adapts (Raghu et al. 2020)',
           functools.partial(_build_truncatable, anil))
 _register('metasgd', 'Meta-SGD: meta-learned per-parameter rates, from --inner_lr',
