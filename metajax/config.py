@@ -45,7 +45,7 @@ class Config:
   inner_optimizer: Optional[str] = None
   remat: Optional[bool] = None
   backprop_steps: Optional[int] = None  # differentiate the last k inner steps (None: all)
-  zero_head: Optional[bool] = None      # maml, fomaml: every inner loop starts from a zero head
+  zero_head: Optional[bool] = None      # maml, fomaml, mamlpp: every inner loop from a zero head
   imaml_lambda: Optional[float] = None  # iMAML's proximal strength
   cg_steps: Optional[int] = None        # iMAML's conjugate-gradient iterations
   predictor_head: Optional[str] = None  # predictor: cosine | dot | euclidean

@@ -108,6 +108,35 @@ class MamlPlusPlusTest(parameterized.TestCase):
       self.assertTrue(np.all(np.abs(np.asarray(rates)) > 0), rates)
     self.assertTrue(np.all(np.abs(np.asarray(grads['model']['params']['norms_1']['scale'])) > 0))
 
+  def test_compiled_inner_loop_equals_a_python_loop_near_every_point(self):
+    # The per-step batch norm's parameters enter the rolled scan as per-step
+    # inputs; with a max-pool differentiated through `x == max(x)` XLA broke
+    # some windows' gradients there and the second step's loss jumped by up
+    # to 0.07 between points 2e-9 apart (models/conv.py: max_pool_2x2).
+    learner = self.learner(inner_steps=2, learn_inner_lr=False)
+    theta = jax.tree.map(lambda v: v.astype(jnp.float64), learner.init(KEY, self.task))
+    rng = np.random.default_rng(5)
+    direction = jax.tree.map(lambda v: jnp.asarray(rng.normal(size=v.shape)), theta)
+    compiled = jax.jit(lambda t: learner.adapt(t, self.task.support, None)[1])
+
+    def python_loop(t):
+      params = t['model']['params']
+      body = {k: v for k, v in params.items() if not k.startswith('norms')}
+      losses = []
+      for k in range(2):
+        norms = {n: jax.tree.map(lambda v, k=k: v[k], v) for n, v in params.items()
+                 if n.startswith('norms')}
+        loss = lambda b, norms=norms: cross_entropy(
+            MODEL.apply({'params': {**b, **norms}}, self.task.support.x), self.task.support.y)
+        value, grads = jax.value_and_grad(loss)(body)
+        losses.append(float(value))
+        body = jax.tree.map(lambda p, g: p - 0.3 * g, body, grads)
+      return losses
+
+    for s in np.linspace(0.0, 1e-8, 6):
+      t = jax.tree.map(lambda a, d, s=s: a + s * d, theta, direction)
+      np.testing.assert_allclose(compiled(t), python_loop(t), rtol=1e-10)
+
   def test_with_every_piece_off_it_is_second_order_maml(self):
     plain = self.learner(per_step_bn=False, learn_inner_lr=False)
     maml = algorithms.maml(MODEL, cross_entropy, inner_optimizer=optax.sgd(0.3), inner_steps=3)

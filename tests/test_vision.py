@@ -106,6 +106,14 @@ class Conv4Test(parameterized.TestCase):
   def test_max_pool_matches_flax(self, side):
     x = jax.random.normal(KEY, (2, side, side, 3))
     np.testing.assert_array_equal(max_pool_2x2(x), nn.max_pool(x, (2, 2), strides=(2, 2)))
+    loss = lambda pool: lambda x: jnp.sum(jnp.sin(pool(x)))
+    np.testing.assert_array_equal(jax.grad(loss(max_pool_2x2))(x),
+                                  jax.grad(loss(lambda x: nn.max_pool(x, (2, 2), (2, 2))))(x))
+
+  def test_max_pool_gradient_goes_to_one_element_of_a_tied_window(self):
+    x = jnp.zeros((1, 2, 4, 1)).at[0, 1, 3, 0].set(1.0)  # window 0 all tied, window 1 not
+    grads = jax.grad(lambda x: jnp.sum(max_pool_2x2(x) * jnp.asarray([2.0, 3.0])[:, None]))(x)
+    np.testing.assert_array_equal(grads[0, :, :, 0], [[2, 0, 0, 0], [0, 0, 0, 3]])
 
 
 class ProtoNetTest(parameterized.TestCase):

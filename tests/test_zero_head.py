@@ -3,7 +3,8 @@
 Every inner loop starts from a zero head, so a task's labels may be permuted
 without changing its losses (without the trick they change); the head's
 meta-gradient is zero; the body's matches central differences of the outer
-loss (second order) and the query gradient at the adapted weights (first order).
+loss (second order: MAML, and MAML++ with its multi-step loss, per-step batch
+norm and learned rates) and the query gradient at the adapted weights (first order).
 """
 
 from absl.testing import absltest
@@ -42,19 +43,27 @@ class ZeroHeadTest(parameterized.TestCase):
     jax.config.update('jax_enable_x64', True)
     self.addCleanup(jax.config.update, 'jax_enable_x64', False)
 
-  def learner(self, zero_head, first_order=False):
+  def learner(self, zero_head, first_order=False, algorithm='maml'):
+    if algorithm == 'mamlpp':  # every piece on, the multi-step loss still annealing
+      return algorithms.mamlpp(MODEL, cross_entropy, initial_lr=0.3, inner_steps=2,
+                               msl_steps=10, zero_head=zero_head)
     return algorithms.maml(MODEL, cross_entropy, inner_optimizer=optax.sgd(0.3), inner_steps=2,
                            first_order=first_order, zero_head=zero_head)
+
+  @staticmethod
+  def outer_loss(learner, theta, task):
+    return learner.outer_loss(theta, task, None, *((3,) if learner.takes_step else ()))
 
   def theta(self, learner):
     return jax.tree.map(lambda v: v.astype(jnp.float64), learner.init(KEY, tiny_task()))
 
-  def test_losses_do_not_depend_on_the_order_of_the_labels(self):
+  @parameterized.parameters('maml', 'mamlpp')
+  def test_losses_do_not_depend_on_the_order_of_the_labels(self, algorithm):
     task, permuted = tiny_task(), tiny_task(labels=(2, 0, 1))
     for zero_head in (True, False):
-      learner = self.learner(zero_head)
+      learner = self.learner(zero_head, algorithm=algorithm)
       theta = self.theta(learner)
-      (loss, metrics), (loss_p, metrics_p) = (learner.outer_loss(theta, t, None)
+      (loss, metrics), (loss_p, metrics_p) = (self.outer_loss(learner, theta, t)
                                               for t in (task, permuted))
       if zero_head:
         np.testing.assert_allclose(loss, loss_p, rtol=1e-12)
@@ -64,10 +73,11 @@ class ZeroHeadTest(parameterized.TestCase):
         self.assertGreater(abs(float(loss - loss_p)), 1e-4)
         self.assertGreater(abs(float(metrics['support_loss_before'] - np.log(3))), 1e-4)
 
-  def test_body_meta_gradient_matches_finite_differences(self):
-    learner = self.learner(True)
+  @parameterized.parameters('maml', 'mamlpp')
+  def test_body_meta_gradient_matches_finite_differences(self, algorithm):
+    learner = self.learner(True, algorithm=algorithm)
     theta, task = self.theta(learner), tiny_task()
-    grads = jax.grad(lambda t: learner.outer_loss(t, task, None)[0])(theta)
+    grads = jax.grad(lambda t: self.outer_loss(learner, t, task)[0])(theta)
     self.assertEqual(max_abs(grads['model']['params']['head']), 0.0)
     rng = np.random.default_rng(1)
     direction = jax.tree.map(lambda v: jnp.asarray(rng.normal(size=v.shape)), theta)
@@ -91,11 +101,11 @@ class ZeroHeadTest(parameterized.TestCase):
 
   def central_difference(self, learner, theta, direction, task, eps=1e-5):
     moved = lambda s: jax.tree.map(lambda t, d: t + s * d, theta, direction)
-    loss = lambda t: float(learner.outer_loss(t, task, None)[0])
+    loss = lambda t: float(self.outer_loss(learner, t, task)[0])
     return (loss(moved(eps)) - loss(moved(-eps))) / (2 * eps)
 
-  def test_only_maml_and_first_order_maml_take_it(self):
-    for algorithm in ('maml', 'fomaml'):
+  def test_only_the_maml_family_takes_it(self):
+    for algorithm in ('maml', 'fomaml', 'mamlpp'):
       self.assertIs(Config(algorithm=algorithm, zero_head=True).resolve().zero_head, True)
       self.assertIs(Config(algorithm=algorithm).resolve().zero_head, False)
     with self.assertRaisesRegex(ValueError, r'--zero_head=True: --algorithm=anil does not use'):

@@ -41,6 +41,11 @@ def with_head(variables: Params, head: Params) -> Params:
   return {**variables, 'params': {**variables['params'], 'head': head}}
 
 
+def zero_head(variables: Params) -> Params:
+  """`variables` with the parameters of the submodule `head` set to zero (the zeroing trick)."""
+  return with_head(variables, jax.tree.map(jnp.zeros_like, variables['params']['head']))
+
+
 def concat_splits(a: Split, b: Split) -> Split:
   return Split(jnp.concatenate([a.x, b.x]), jnp.concatenate([a.y, b.y]))
 

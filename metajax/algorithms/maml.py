@@ -70,8 +70,7 @@ def zeroed_head(model: nn.Module, adapt):
   """`(init, adapt)` whose inner loops start from a zero head (`maml(zero_head=True)`)."""
 
   def zero(theta):
-    head = theta['model']['params']['head']
-    return {**theta, 'model': common.with_head(theta['model'], jax.tree.map(jnp.zeros_like, head))}
+    return {**theta, 'model': common.zero_head(theta['model'])}
 
   def init(rng, example_task):
     return zero(common.init_model(model, rng, example_task))
@@ -169,7 +168,7 @@ def _register(name, summary, build, settings=MAML_SETTINGS, defaults=MAML_DEFAUL
                          dataset_defaults=MAML_DATASET_DEFAULTS, build=build))
 
 
-ZERO_HEAD_DEFAULTS = {**MAML_DEFAULTS, 'zero_head': False}  # maml and fomaml only
+ZERO_HEAD_DEFAULTS = {**MAML_DEFAULTS, 'zero_head': False}  # maml, fomaml (mamlpp: its own)
 _register('maml', 'MAML, second order (Finn et al. 2017)',
           lambda s, model, loss_fn, opt: _build_truncatable(maml, s, model, loss_fn, opt,
                                                             zero_head=s['zero_head']),

@@ -24,6 +24,9 @@ of them off the learner is second-order MAML:
   first-order step costs a first-order step.
 - cosine annealing of the meta learning rate is the meta-optimizer's
   (`--lr_schedule=cosine --min_meta_lr=...`), not the learner's.
+- `zero_head` (not in the paper; Kao, Chiu & Chen, ICLR 2022, as
+  `maml(zero_head=True)`): every inner loop starts from a zero head; theta's
+  head is zero and stays there. Its learned rates still apply to its updates.
 
 Batch-norm layers are recognised in the model's parameters as the
 sub-dictionaries holding exactly `scale` and `bias` (every metajax model's
@@ -80,7 +83,7 @@ def mamlpp(model: nn.Module, loss_fn: LossFn, *,
            inner_optimizer: optax.GradientTransformation = optax.sgd(1.0),
            initial_lr: float = 0.1, inner_steps: int = 5, msl_steps: int = 0,
            first_order_steps: int = 0, per_step_bn: bool = True, learn_inner_lr: bool = True,
-           remat: bool = False) -> MetaLearner:
+           remat: bool = False, zero_head: bool = False) -> MetaLearner:
   """MAML++ (see the module docstring for each piece).
 
   Args:
@@ -95,6 +98,7 @@ def mamlpp(model: nn.Module, loss_fn: LossFn, *,
     per_step_bn: batch-norm scale and bias per inner step.
     learn_inner_lr: meta-learn one rate per parameter tensor and inner step.
     remat: rematerialise inner steps in the backward pass.
+    zero_head: start every inner loop from a zero head (the submodule `head`).
 
   Returns:
     A `MetaLearner` whose `outer_loss(theta, task, rng, step)` takes the meta-step.
@@ -114,6 +118,8 @@ def mamlpp(model: nn.Module, loss_fn: LossFn, *,
 
   def init(rng, example_task: Task) -> Params:
     theta = common.init_model(model, rng, example_task)
+    if zero_head:
+      theta['model'] = common.zero_head(theta['model'])
     if per_step_bn:
       flat = traverse_util.flatten_dict(theta['model']['params'])
       for path in _norm_paths(theta['model']['params']):
@@ -141,6 +147,8 @@ def mamlpp(model: nn.Module, loss_fn: LossFn, *,
 
   def run_inner(theta, support: Split, num_steps, first_order=False, observe=None):
     adapted, _ = split(theta['model'])
+    if zero_head:
+      adapted = common.zero_head({'params': adapted})['params']
     xs = per_step_inputs(theta, num_steps)
     result = inner.inner_loop(
         lambda phi, x: common.split_loss(model, loss_fn, variables_at(theta, phi, x), support),
@@ -194,19 +202,19 @@ def mamlpp(model: nn.Module, loss_fn: LossFn, *,
 
 
 SETTINGS = ('inner_lr', 'inner_steps', 'inner_optimizer', 'remat', 'msl_steps',
-            'first_order_steps', 'per_step_bn', 'learn_inner_lr')
+            'first_order_steps', 'per_step_bn', 'learn_inner_lr', 'zero_head')
 # The paper's Omniglot settings: 5 inner steps of 0.1 (learned from there),
 # multi-step loss over 10 epochs of 500 meta-steps, first order for 50 epochs.
 DEFAULTS = {'inner_lr': 0.1, 'inner_steps': 5, 'inner_optimizer': 'sgd', 'remat': False,
             'msl_steps': 5000, 'first_order_steps': 25000, 'per_step_bn': True,
-            'learn_inner_lr': True, 'eval_inner_steps': (5,)}
+            'learn_inner_lr': True, 'zero_head': False, 'eval_inner_steps': (5,)}
 
 
 def _build(s: dict[str, Any], model, loss_fn, inner_optimizer):
   return mamlpp(model, loss_fn, inner_optimizer=inner_optimizer(1.0), initial_lr=s['inner_lr'],
                 inner_steps=s['inner_steps'], msl_steps=s['msl_steps'],
                 first_order_steps=s['first_order_steps'], per_step_bn=s['per_step_bn'],
-                learn_inner_lr=s['learn_inner_lr'], remat=s['remat'])
+                learn_inner_lr=s['learn_inner_lr'], remat=s['remat'], zero_head=s['zero_head'])
 
 
 register(AlgorithmSpec(

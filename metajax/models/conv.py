@@ -112,12 +112,24 @@ class Conv3x3(nn.Module):
 def max_pool_2x2(x: Array) -> Array:
   """2x2 max-pool, stride 2, odd edges dropped (as `nn.max_pool`, VALID).
 
-  Written as a reshape and a max: on XLA's CPU backend its backward pass is
-  much cheaper than `reduce_window`'s select-and-scatter (docs/benchmarks.md).
+  Written as a reshape, not `reduce_window`: on XLA's CPU backend the
+  latter's backward pass (select-and-scatter) is much dearer
+  (docs/benchmarks.md). The gradient goes to each window's first largest
+  element through a one-hot mask of its argmax (a constant), and the value is
+  that element exactly (x * 1 plus zeros). Not `.max()`: JAX differentiates a
+  max through `x == max(x)`, and XLA may compute the two sides in different
+  fusions with different rounding (fused multiply-add); inside a rolled
+  `lax.scan` whose per-step inputs feed the batch norm before the pool
+  (MAML++'s per-step batch norm), that comparison failed for some windows and
+  the inner loop's losses jumped by up to 0.07 between nearby points
+  (tests/test_mamlpp.py).
   """
   h, w = x.shape[-3] // 2 * 2, x.shape[-2] // 2 * 2
   x = x[..., :h, :w, :]
-  return x.reshape(x.shape[:-3] + (h // 2, 2, w // 2, 2, x.shape[-1])).max(axis=(-4, -2))
+  x = x.reshape(x.shape[:-3] + (h // 2, 2, w // 2, 2, x.shape[-1]))
+  x = jnp.moveaxis(x, -4, -3).reshape(x.shape[:-5] + (h // 2, w // 2, 4, x.shape[-1]))
+  first_max = jax.nn.one_hot(jnp.argmax(x, axis=-2), 4, axis=-2, dtype=x.dtype)
+  return jnp.sum(x * jax.lax.stop_gradient(first_max), axis=-2)
 
 
 class Conv4(FewShotModel):
