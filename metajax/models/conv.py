@@ -116,13 +116,16 @@ def max_pool_2x2(x: Array) -> Array:
   latter's backward pass (select-and-scatter) is much dearer
   (docs/benchmarks.md). The gradient goes to each window's first largest
   element through a one-hot mask of its argmax (a constant), and the value is
-  that element exactly (x * 1 plus zeros). Not `.max()`: JAX differentiates a
-  max through `x == max(x)`, and XLA may compute the two sides in different
-  fusions with different rounding (fused multiply-add); inside a rolled
-  `lax.scan` whose per-step inputs feed the batch norm before the pool
-  (MAML++'s per-step batch norm), that comparison failed for some windows and
-  the inner loop's losses jumped by up to 0.07 between nearby points
-  (tests/test_mamlpp.py).
+  that element exactly (x * 1 plus zeros). Not `.max()`, which JAX
+  differentiates through the mask `x == max(x)`: compiled by XLA's CPU
+  backend, inner steps through it differed from the same steps run eagerly
+  for some small shapes, the losses moving by up to 0.07 between float64
+  points 2e-9 apart (MAML++'s rolled inner scan on 4x4 inputs; three
+  unrolled MAML steps on 8x8, where the rolled scan was right). An
+  optimization barrier before the max did not help, so the cause is not
+  pinned down; at Omniglot's shapes compiled and eager agreed to float32
+  rounding. Tests: tests/test_mamlpp.py and tests/test_vision.py. The mask
+  costs 8-12 % of a Conv4 MAML step on this CPU (docs/benchmarks.md).
   """
   h, w = x.shape[-3] // 2 * 2, x.shape[-2] // 2 * 2
   x = x[..., :h, :w, :]
