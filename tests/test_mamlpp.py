@@ -110,9 +110,9 @@ class MamlPlusPlusTest(parameterized.TestCase):
 
   def test_compiled_inner_loop_equals_a_python_loop_near_every_point(self):
     # The per-step batch norm's parameters enter the rolled scan as per-step
-    # inputs; with a max-pool differentiated through `x == max(x)` XLA broke
-    # some windows' gradients there and the second step's loss jumped by up
-    # to 0.07 between points 2e-9 apart (models/conv.py: max_pool_2x2).
+    # inputs; with the max-pool differentiated through `x == max(x)` the
+    # compiled second step's loss (jax 0.10.2, this CPU) was off the eager
+    # one by up to 0.07 at points 2e-9 apart (models/conv.py: max_pool_2x2).
     learner = self.learner(inner_steps=2, learn_inner_lr=False)
     theta = jax.tree.map(lambda v: v.astype(jnp.float64), learner.init(KEY, self.task))
     rng = np.random.default_rng(5)

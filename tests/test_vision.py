@@ -109,13 +109,18 @@ class Conv4Test(parameterized.TestCase):
     loss = lambda pool: lambda x: jnp.sum(jnp.sin(pool(x)))
     np.testing.assert_array_equal(jax.grad(loss(max_pool_2x2))(x),
                                   jax.grad(loss(lambda x: nn.max_pool(x, (2, 2), (2, 2))))(x))
+    infinite = x.at[0, 0, 0, 0].set(-jnp.inf).at[0, 0, 1, 1].set(jnp.inf).at[0, 1, 0, 1].set(
+        jnp.inf)  # -inf beside the max, and a window with two +inf
+    np.testing.assert_array_equal(max_pool_2x2(infinite),
+                                  nn.max_pool(infinite, (2, 2), strides=(2, 2)))
 
   def test_compiled_inner_steps_equal_eager_ones(self):
-    # With `.max()` differentiated through `x == max(x)`, XLA compiled these
-    # 3 unrolled steps on 8x8 inputs to losses up to 0.03 off the same steps
-    # run eagerly at 17 of 60 points (float64); see models/conv.py: max_pool_2x2.
+    # With `.max()` differentiated through `x == max(x)`, XLA (jax 0.10.2 on
+    # this CPU) compiled these 3 unrolled steps on 8x8 inputs to losses up to
+    # 0.03 off the same steps run eagerly at 17 of 60 points (float64); see
+    # models/conv.py: max_pool_2x2.
+    self.addCleanup(jax.config.update, 'jax_enable_x64', jax.config.jax_enable_x64)
     jax.config.update('jax_enable_x64', True)
-    self.addCleanup(jax.config.update, 'jax_enable_x64', False)
     model = Conv4(out=3, channels=(4, 4, 4))
     rng = np.random.default_rng(0)
     x, y = jnp.asarray(rng.normal(size=(3, 8, 8, 1))), jnp.arange(3)

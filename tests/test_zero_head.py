@@ -87,6 +87,21 @@ class ZeroHeadTest(parameterized.TestCase):
     self.assertAlmostEqual(along, self.central_difference(learner, theta, direction, task),
                            places=7)
 
+  def test_mamlpp_every_inner_loop_starts_from_zero_and_uses_the_heads_rates(self):
+    learner, task = self.learner(True, algorithm='mamlpp'), tiny_task()
+    theta = self.theta(learner)
+    grads = jax.grad(lambda t: self.outer_loss(learner, t, task)[0])(theta)
+    # Each step's head kernel rate gets a meta-gradient (the bias's first one
+    # does not: from a zero head a balanced task's bias gradient is zero).
+    self.assertGreater(float(jnp.abs(grads['inner_lr']['head']['kernel']).min()), 1e-6)
+    self.assertGreater(abs(float(grads['inner_lr']['head']['bias'][1])), 1e-6)
+    rng = np.random.default_rng(2)  # a head that is not zero: the inner loops ignore it
+    theta['model']['params']['head'] = jax.tree.map(
+        lambda v: jnp.asarray(rng.normal(size=v.shape)), theta['model']['params']['head'])
+    for num_steps in (0, 2, 5):  # evaluation with none, the training count, more steps
+      losses = learner.adapt(theta, task.support, None, num_steps)[1]
+      np.testing.assert_allclose(losses[0], np.log(3), rtol=1e-12)
+
   def test_first_order_meta_gradient_is_the_query_gradient_at_the_adapted_body(self):
     learner = self.learner(True, first_order=True)
     theta, task = self.theta(learner), tiny_task()

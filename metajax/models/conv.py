@@ -110,29 +110,30 @@ class Conv3x3(nn.Module):
 
 
 def max_pool_2x2(x: Array) -> Array:
-  """2x2 max-pool, stride 2, odd edges dropped (as `nn.max_pool`, VALID).
+  """2x2 max-pool of `[..., H, W, C]`, stride 2, odd edges dropped (as `nn.max_pool`, VALID).
 
   Written as a reshape, not `reduce_window`: on XLA's CPU backend the
   latter's backward pass (select-and-scatter) is much dearer
-  (docs/benchmarks.md). The gradient goes to each window's first largest
-  element through a one-hot mask of its argmax (a constant), and the value is
-  that element exactly (x * 1 plus zeros). Not `.max()`, which JAX
+  (docs/benchmarks.md). Each window's value is its first largest element
+  (row-major order), selected through a one-hot mask of the argmax, and the
+  gradient goes to that element alone, as in flax's and PyTorch's max-pool (a
+  tied window's gradient is not shared). Not `.max()`, which JAX
   differentiates through the mask `x == max(x)`: compiled by XLA's CPU
   backend, inner steps through it differed from the same steps run eagerly
   for some small shapes, the losses moving by up to 0.07 between float64
-  points 2e-9 apart (MAML++'s rolled inner scan on 4x4 inputs; three
-  unrolled MAML steps on 8x8, where the rolled scan was right). An
-  optimization barrier before the max did not help, so the cause is not
-  pinned down; at Omniglot's shapes compiled and eager agreed to float32
-  rounding. Tests: tests/test_mamlpp.py and tests/test_vision.py. The mask
-  costs 8-12 % of a Conv4 MAML step on this CPU (docs/benchmarks.md).
+  points 2e-9 apart (MAML++'s rolled inner scan on 4x4 inputs; on 8x8 three
+  MAML steps unrolled, while the rolled scan agreed). An optimization barrier
+  before the max did not help, so the cause is not pinned down; at
+  Omniglot's shapes compiled and eager agreed to float32 rounding. Tests:
+  tests/test_mamlpp.py and tests/test_vision.py. The mask costs some speed
+  (docs/benchmarks.md).
   """
   h, w = x.shape[-3] // 2 * 2, x.shape[-2] // 2 * 2
   x = x[..., :h, :w, :]
   x = x.reshape(x.shape[:-3] + (h // 2, 2, w // 2, 2, x.shape[-1]))
   x = jnp.moveaxis(x, -4, -3).reshape(x.shape[:-5] + (h // 2, w // 2, 4, x.shape[-1]))
-  first_max = jax.nn.one_hot(jnp.argmax(x, axis=-2), 4, axis=-2, dtype=x.dtype)
-  return jnp.sum(x * jax.lax.stop_gradient(first_max), axis=-2)
+  first_max = jax.nn.one_hot(jnp.argmax(x, axis=-2), 4, axis=-2, dtype=bool)
+  return jnp.sum(jnp.where(first_max, x, jnp.zeros((), x.dtype)), axis=-2)
 
 
 class Conv4(FewShotModel):
