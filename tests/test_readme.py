@@ -82,14 +82,14 @@ class ReadmeTest(parameterized.TestCase):
     cwd = self.create_tempdir().full_path
     os.symlink(os.path.join(helpers.REPO, 'experiments'), os.path.join(cwd, 'experiments'))
     lines = TIME_TO_ACCURACY.replace('\\\n', ' ').splitlines()
-    self.assertLen([line for line in lines if 'train.py' in line], 8)
+    self.assertLen([line for line in lines if 'train.py' in line], 9)
     commands = '\n'.join(line + SHORT if 'train.py' in line else line for line in lines)
     env = {**os.environ, 'PYTHONPATH': helpers.REPO,
            'PATH': os.path.dirname(sys.executable) + os.pathsep + os.environ['PATH']}
     out = subprocess.run(['bash', '-ec', commands], cwd=cwd, env=env, capture_output=True,
                          text=True, timeout=900, check=False)
     self.assertEqual(out.returncode, 0, out.stderr[-3000:])
-    labels = ('MAML', 'fo-MAML', 'MAML++', 'MAML-zero', 'fo-MAML-zero')
+    labels = ('MAML', 'fo-MAML', 'MAML++', 'MAML-zero', 'fo-MAML-zero', 'MAML++-zero')
     rows = [line.split()[:3] for line in out.stdout.splitlines()
             if line.split()[:1] and line.split()[0] in labels]
     self.assertEqual(rows, [[label, setting, '4'] for setting in ('5w1s', '20w1s')
