@@ -20,7 +20,6 @@ from typing import Optional
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import optax
 
 from metajax import inner, losses
