@@ -51,9 +51,9 @@ def torch_config(run) -> dict:
   """The learn2learn side's settings, from the same resolved Config."""
   config = run.config
   image = run.example_task().support.x.shape[1:]
-  return {'model': config.model_name, 'hidden': list(config.hidden),
-          'channels': config.num_channels, 'in_channels': image[-1] if len(image) == 3 else 1,
-          'side': image[0], 'ways': config.num_ways, 'inner_lr': config.inner_lr,
+  return {'model': config.model, 'hidden': list(config.hidden),
+          'channels': config.channels, 'in_channels': image[-1] if len(image) == 3 else 1,
+          'side': image[0], 'ways': config.ways, 'inner_lr': config.inner_lr,
           'inner_steps': config.inner_steps, 'meta_lr': config.meta_lr,
           'algorithm': config.algorithm}
 
@@ -70,15 +70,15 @@ class SyntheticSource:
       x = rng.random((config.meta_batch_size,) + config.data.shape(config))
       y = np.arange(config.meta_batch_size) % config.pretrain_classes
       return Split(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32))
-    example = config.data.example_task(config.replace(ways=config.num_train_ways))
+    example = config.data.example_task(config.replace(ways=config.train_ways))
     sizes = (example.support.x.shape[0],
-             config.num_train_ways * config.num_query if config.data.task == 'classification'
-             else config.num_query)
+             config.train_ways * config.query if config.data.task == 'classification'
+             else config.query)
 
     def split(n, like: Split):
       x = rng.uniform(-1, 1, (config.meta_batch_size, n) + like.x.shape[1:])
       if config.data.task == 'classification':
-        y = jnp.asarray(np.tile(np.arange(n) % config.num_train_ways, (config.meta_batch_size, 1)))
+        y = jnp.asarray(np.tile(np.arange(n) % config.train_ways, (config.meta_batch_size, 1)))
       else:
         y = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
       return Split(jnp.asarray(x, jnp.float32), y)
@@ -117,7 +117,7 @@ def main(argv):
     if config.algorithm not in ('maml', 'fomaml', 'protonet'):
       sys.exit(f'error: --compare=learn2learn: --algorithm={config.algorithm} has no '
                'learn2learn counterpart here (maml, fomaml, protonet)')
-    if config.algorithm == 'protonet' and config.model_name == 'mlp':
+    if config.algorithm == 'protonet' and config.model == 'mlp':
       sys.exit('error: --compare=learn2learn: --algorithm=protonet needs an image dataset '
                f'(--dataset={config.dataset})')
     try:

@@ -221,7 +221,7 @@ def main(argv):
       batches = [jax.device_get(b) for b in run.train_batches(0, FLAGS.num_steps)]
       theta0, ours, ours_s = metajax_run(run, batches)
       if FLAGS.reference == 'learn2learn':
-        theirs, theirs_s = learn2learn_run(theta0, batches, algorithm, run.config.num_ways,
+        theirs, theirs_s = learn2learn_run(theta0, batches, algorithm, run.config.ways,
                                            run.config.inner_lr)
       elif FLAGS.reference == 'perturbed':
         _, theirs, theirs_s = metajax_run(run, batches, perturb=True)

@@ -99,7 +99,7 @@ def run_table():
     start = time.time()
     result = loop.train_and_evaluate(config, os.path.join(FLAGS.workdir, row),
                                      show_progress=False)
-    tests = [((config.num_ways, config.shots), result.records)]
+    tests = [((config.ways, config.shots), result.records)]
     for ways, shots in ROWS[row][2]:
       records = result.run.for_episodes(ways, shots).evaluate(result.state.theta, 'test')
       tests.append(((ways, shots), records))

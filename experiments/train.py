@@ -3,8 +3,11 @@ r"""Meta-trains one algorithm, then evaluates it on held-out tasks.
 With no flags: MAML on sinusoid regression (K=10) beside the pretrained
 baseline, a table of held-out MSE with 95% intervals and a PNG of adapted
 curves, all in a fresh temporary workdir that is printed at the start.
+Naming an algorithm and a dataset is enough for their standard setting
+(Omniglot: 5-way 1-shot, the algorithm's paper protocol sized for a CPU).
 
   python experiments/train.py
+  python experiments/train.py --dataset=omniglot --algorithm=maml
   python experiments/train.py --flagfile=experiments/configs/sinusoid_reptile.flags
   python experiments/train.py --workdir=runs/maml   # run again to resume
 """
@@ -24,7 +27,6 @@ from metajax import loop
 from metajax import rundir
 
 cli.define_config_flags()
-flags.adopt_module_key_flags(cli)  # --help shows metajax's flags beside the script's
 flags.DEFINE_string('workdir', None, 'run directory (default: a new temporary one)')
 flags.DEFINE_list('baselines', None,
                   'algorithms trained beside --algorithm with the same flags (less the '
@@ -70,7 +72,7 @@ def main(argv):
   first = runs[0].records[0]
   episode = (f'K={config.shots}' if config.data.task == 'regression'
              else f'Meta-Dataset episodes of 5 to {config.max_ways} ways'
-             if config.episodes == 'variable' else f'{config.num_ways}-way {config.shots}-shot')
+             if config.episodes == 'variable' else f'{config.ways}-way {config.shots}-shot')
   print(f'\nHeld-out {config.dataset} tasks: {first["num_tasks"]}, {episode}; '
         f'{first["metric"]} after inner steps (mean +- 95% interval)')
   for result in runs:
@@ -86,4 +88,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  cli.focus_help()  # --help: the chosen parts' settings; --helpfull: all
   app.run(main)

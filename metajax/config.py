@@ -1,28 +1,38 @@
-"""The frozen experiment configuration: settings, their validation and resolution.
+"""A run's settings: the run section, the episodes, and the chosen parts' own sections.
 
-Scripts build a `Config` from their flags; the library never reads flags.
-Every field is named after the flag that sets it, so errors name the flag.
-Algorithm settings left unset (None) take the algorithm's own defaults
-(`metajax.algorithms.registry`) in `resolve()`; dataset facts come from the
-dataset's spec (`metajax.data.registry`). Optimizer strings become optax
-objects in `metajax.optimizers`, which only this layer reads.
+    config = Config(algorithm='maml', dataset='omniglot', inner_steps=2)
+    config.inner_lr          # 0.4: MAML's default on Omniglot
+    config.sections['run']   # RunSettings(num_steps=8000, ...)
+
+Each part declares its settings once (`metajax.settings`): the run section
+here, the episodes in `metajax.data.source`, each algorithm, dataset and
+model beside its code. A `Config` is built from the settings given by name
+(the flags' names) and resolved at once. A value comes from, in this order:
+what was given; the algorithm's default on this dataset; the algorithm's
+default; the dataset's default; the setting's own default. A setting that
+none of the chosen parts declares is an error naming it and the part.
+Scripts build a `Config` from their flags (`metajax.cli`); the library never
+reads flags.
 """
 
 import dataclasses
 import json
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
-import optax
-
-from metajax import validation
+from metajax import settings as settings_lib
 from metajax.algorithms import ALGORITHMS
 from metajax.data import registry as data_registry
-from metajax.optimizers import INNER_OPTIMIZERS
-from metajax.validation import ALGORITHM_SETTINGS
+from metajax.data.source import EpisodeSettings, EpisodeSpec
+from metajax.models import MODELS
+from metajax.optimizers import check_meta_optimizer
+from metajax.settings import fail, setting
 
-DEFAULT_EVAL_INNER_STEPS = (0, 1, 10)
+LR_SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
+COMPUTE_DTYPES = ('float32', 'bfloat16')
+PART_NAMES = ('algorithm', 'dataset', 'model')
+SECTIONS = ('run', 'episodes', 'algorithm', 'dataset', 'model')
 
-# Fields that may change when a run is resumed: they change how long it runs or
+# Settings that may change when a run is resumed: they change how long it runs or
 # what it logs, never what one step computes.
 RESUMABLE_FIELDS = frozenset({
     'num_steps', 'eval_every', 'checkpoint_every', 'log_every', 'eval_tasks', 'val_tasks',
@@ -32,79 +42,132 @@ RESUMABLE_FIELDS = frozenset({
 
 
 @dataclasses.dataclass(frozen=True)
+class RunSettings(settings_lib.Section):
+  """The outer loop, evaluation, checkpoints, devices and precision of a run."""
+  num_steps: int = setting(20000, 'meta-steps to train (raise it to extend a finished run)',
+                           minimum=1)
+  meta_batch_size: int = setting(25, 'tasks per meta-step (finetune: images per pre-training '
+                                 'mini-batch)', minimum=1)
+  meta_optimizer: str = setting('adam', 'any optax optimizer that takes a learning_rate (adam, '
+                                'sgd, adamw, ...)')
+  meta_lr: float = setting(1e-3, 'meta-optimizer learning rate', above=0)
+  lr_schedule: str = setting('constant', 'constant | cosine: cosine decay from --meta_lr to '
+                             '--min_meta_lr at --num_steps (MAML++) | warmup_cosine: linear '
+                             'warm-up over --warmup_steps, then the same decay (optax)',
+                             choices=LR_SCHEDULES)
+  warmup_steps: int = setting(0, 'warm-up steps of --lr_schedule=warmup_cosine', minimum=0)
+  min_meta_lr: float = setting(0.0, 'the meta learning rate at --num_steps under a cosine '
+                               '--lr_schedule', minimum=0)
+  seed: int = setting(0, 'seed of initialisation and training tasks')
+  eval_every: int = setting(0, 'evaluate on validation tasks every N meta-steps (0: never)',
+                            minimum=0)
+  val_tasks: Optional[int] = setting(None, 'validation tasks in each --eval_every validation '
+                                     '(default: --eval_tasks)', minimum=1)
+  eval_tasks: int = setting(600, 'held-out tasks in each evaluation', minimum=1)
+  eval_inner_steps: tuple[int, ...] = setting((0, 1, 10), 'inner-step counts to evaluate after',
+                                              nonempty=True, item_minimum=0)
+  checkpoint_every: int = setting(1000, 'save a checkpoint every N meta-steps', minimum=1)
+  log_every: int = setting(100, 'log training metrics every N meta-steps', minimum=1)
+  max_checkpoints: int = setting(3, 'checkpoints kept in the workdir', minimum=1)
+  compute_dtype: str = setting('float32', 'dtype of the model and the inner loop; '
+                               'meta-parameters and the meta-optimizer stay float32',
+                               choices=COMPUTE_DTYPES)
+  task_chunk: int = setting(0, 'tasks vmapped together; a scan over chunks adds up their '
+                            'meta-gradients, so memory holds one chunk (0: auto, one task per '
+                            'device for image models on a CPU, the whole meta-batch otherwise)',
+                            minimum=0)
+  mesh_shape: tuple[int, ...] = setting((), 'devices per axis of the device mesh '
+                                        '(tasks[,model]); default: every device on the tasks '
+                                        'axis, which shards the meta-batch', item_minimum=1)
+  coordinator_address: Optional[str] = setting(None, 'multi-process runs: host:port of process '
+                                               '0 for jax.distributed.initialize, or auto '
+                                               '(TPU pods, SLURM)')
+  num_processes: int = setting(1, 'multi-process runs: number of processes', minimum=1)
+  process_id: int = setting(0, 'multi-process runs: index of this process', minimum=0)
+
+  def resolved(self) -> 'RunSettings':
+    return self.replace(val_tasks=self.eval_tasks if self.val_tasks is None else self.val_tasks)
+
+  def check(self) -> None:
+    if self.process_id >= self.num_processes:
+      fail('process_id', self.process_id, f'must be in [0, --num_processes={self.num_processes})')
+    if self.num_processes > 1 and not self.coordinator_address:
+      fail('num_processes', self.num_processes, 'a multi-process run needs --coordinator_address')
+    if self.warmup_steps >= self.num_steps:
+      fail('warmup_steps', self.warmup_steps, f'must be in [0, --num_steps={self.num_steps})')
+    if self.min_meta_lr > self.meta_lr:
+      fail('min_meta_lr', self.min_meta_lr, f'must be in [0, --meta_lr={self.meta_lr}]')
+    if self.task_chunk and self.meta_batch_size % self.task_chunk:
+      fail('task_chunk', self.task_chunk,
+           f'--meta_batch_size={self.meta_batch_size} is not a multiple of it')
+    check_meta_optimizer(self.meta_optimizer)
+
+
+def _base(dataset: str) -> str:
+  """'folders' of 'folders:DIR': the name a dataset's defaults are filed under."""
+  return dataset.partition(':')[0]
+
+
+def _owners(name: str) -> list[str]:
+  """'--algorithm=imaml', ...: the registered parts that declare setting `name`."""
+  found = [f'--algorithm={a}' for a, spec in ALGORITHMS.items()
+           if name in settings_lib.names(spec.settings)]
+  found += [f'--dataset={d}' for d, spec in data_registry.DATASETS.items()
+            if name in settings_lib.names(spec.settings)]
+  found += [f'--model={m}' for m, spec in MODELS.items()
+            if name in settings_lib.names(spec.settings)]
+  return found
+
+
 class Config:
-  """One experiment. Defaults: MAML on sinusoid regression, K = 10."""
-  algorithm: str = 'maml'
-  dataset: str = 'sinusoid'
-  ways: Optional[int] = None       # classes per task (None: the dataset's)
-  shots: int = 10                  # support examples per class (K)
-  query: Optional[int] = None      # query examples per class (None: the dataset's)
-  # Algorithm settings; None: the algorithm's default (resolve()).
-  inner_steps: Optional[int] = None
-  inner_lr: Optional[float] = None
-  inner_optimizer: Optional[str] = None
-  remat: Optional[bool] = None
-  backprop_steps: Optional[int] = None  # differentiate the last k inner steps (None: all)
-  zero_head: Optional[bool] = None      # maml, fomaml, mamlpp: every inner loop from a zero head
-  imaml_lambda: Optional[float] = None  # iMAML's proximal strength
-  cg_steps: Optional[int] = None        # iMAML's conjugate-gradient iterations
-  predictor_head: Optional[str] = None  # predictor: cosine | dot | euclidean
-  finetune_head: Optional[str] = None   # finetune: linear (Baseline) | cosine (Baseline++)
-  pretrain_classes: Optional[int] = None  # finetune: C, set from the data when None
-  # MAML++ (mamlpp): each of its pieces, switchable.
-  msl_steps: Optional[int] = None        # multi-step loss, weights annealed over N steps (0: off)
-  first_order_steps: Optional[int] = None  # first-order for the first N meta-steps (0: off)
-  per_step_bn: Optional[bool] = None     # batch-norm scale and bias per inner step
-  learn_inner_lr: Optional[bool] = None  # meta-learned per-layer per-step inner rates
-  # The outer loop.
-  meta_batch_size: int = 25
-  meta_lr: float = 1e-3
-  meta_optimizer: str = 'adam'
-  num_steps: int = 20000
-  seed: int = 0
-  hidden: tuple[int, ...] = (40, 40)
-  lr_schedule: str = 'constant'     # constant | cosine | warmup_cosine (of --meta_lr)
-  warmup_steps: int = 0             # warmup_cosine: linear warm-up steps
-  min_meta_lr: float = 0.0          # cosine, warmup_cosine: the rate at --num_steps
-  compute_dtype: str = 'float32'    # float32 | bfloat16 (model and inner loop)
-  mesh_shape: tuple[int, ...] = ()  # devices per mesh axis (tasks[, model]); (): all on tasks
-  coordinator_address: Optional[str] = None  # multi-process: host:port of process 0, or auto
-  num_processes: int = 1            # multi-process: number of processes
-  process_id: int = 0               # multi-process: index of this process
-  task_chunk: int = 0               # tasks vmapped together; 0: auto (run.task_chunk)
-  eval_every: int = 0              # validate every N meta-steps (0: no validation)
-  checkpoint_every: int = 1000
-  log_every: int = 100
-  max_checkpoints: int = 3
-  eval_tasks: int = 600
-  val_tasks: Optional[int] = None   # episodes per validation (None: --eval_tasks)
-  eval_inner_steps: Optional[tuple[int, ...]] = None  # None: the algorithm's, else 0,1,10
-  eval_query: Optional[int] = None  # query points per eval task (None: dataset's)
-  # Few-shot classification.
-  data_dir: Optional[str] = None   # None: the dataset's default folder
-  data_source: str = 'files'       # files (official zips or folders) | tfds
-  split: Optional[str] = None     # class split (None: the dataset's first, e.g. vinyals)
-  rotations: Optional[bool] = None  # None: on for vinyals, off for lake
-  train_ways: Optional[int] = None  # ways of training episodes (ProtoNets); None: = ways
-  channels: Optional[int] = None    # filters per block of Conv4 (None: the dataset's)
-  model: Optional[str] = None       # mlp | conv4 | resnet12 (None: the dataset's first)
-  augment: bool = False             # random crops / shifts of training images
-  batch_norm: str = 'transductive'  # transductive | support: whose statistics normalise a query
-  episodes: str = 'fixed'           # fixed (N-way K-shot) | variable (Meta-Dataset)
-  max_ways: int = 50                # variable episodes: the most ways
-  max_support: int = 500            # variable episodes: the largest support set
-  # Datasets of one's own (folders, tfds): None = as found in the data.
-  image_size: Optional[int] = None
-  image_channels: Optional[int] = None
-  split_fractions: Optional[tuple[float, ...]] = None  # train, val, test shares of the classes
-  skip_unreadable: bool = False
+  """One run's settings, resolved: the chosen parts and a section of settings for each.
 
-  def __post_init__(self):
-    for name in ('hidden', 'eval_inner_steps', 'mesh_shape', 'split_fractions'):
-      if getattr(self, name) is not None:
-        kind = float if name == 'split_fractions' else int
-        object.__setattr__(self, name, tuple(kind(v) for v in getattr(self, name)))
+  `Config(**given)` takes settings by their flag names; `config.NAME` reads a
+  setting of any of its sections; `config.sections` holds them by section
+  ('run', 'episodes', 'algorithm', 'dataset', 'model').
 
+  Raises:
+    ValueError: naming the setting, for one that the chosen parts do not use.
+  """
+
+  def __init__(self, algorithm: str = 'maml', dataset: str = 'sinusoid',
+               model: Optional[str] = None, **given):
+    aspec = ALGORITHMS.lookup(algorithm)
+    try:
+      dspec = data_registry.get(dataset)
+    except ValueError as e:
+      raise ValueError(f'--{e}') from None
+    model = dspec.models[0] if model is None else model
+    if model not in dspec.models:
+      fail('model', model, f'--dataset={dataset} takes {", ".join(dspec.models)}')
+    mspec = MODELS.lookup(model)
+    given = {k: v for k, v in given.items() if v is not None}
+    classes = {'run': RunSettings, 'episodes': EpisodeSettings, 'algorithm': aspec.settings,
+               'dataset': dspec.settings, 'model': mspec.settings}
+    known = {n for cls in classes.values() for n in settings_lib.names(cls)}
+    for name in given:
+      if name not in known:
+        parts = {'algorithm': algorithm, 'dataset': dataset, 'model': model}
+        owners = _owners(name)
+        if not owners:
+          raise ValueError(f'{name}={given[name]!r}: no such setting')
+        kind = owners[0][2:].partition('=')[0]
+        uses = ', '.join(f'--{n}' for n in settings_lib.names(classes[kind])) or 'none'
+        fail(name, given[name], f'--{kind}={parts[kind]} does not use it (its settings: {uses})')
+    layers = [dspec.defaults, aspec.defaults, aspec.dataset_defaults.get(_base(dataset), {}),
+              given]
+    values = {}
+    for layer in layers:
+      values.update({k: v for k, v in layer.items() if k in known})
+    self.algorithm, self.dataset, self.model = algorithm, dataset, model
+    self.given = dict(given)
+    self.sections = {}
+    for section, cls in classes.items():
+      built = settings_lib.build(cls, {k: v for k, v in values.items()
+                                       if k in settings_lib.names(cls)})
+      self.sections[section] = built.resolved() if hasattr(built, 'resolved') else built
+
+  # What the parts are.
   @property
   def spec(self):
     """The algorithm's `AlgorithmSpec`."""
@@ -116,101 +179,146 @@ class Config:
     return data_registry.get(self.dataset)
 
   @property
-  def num_ways(self) -> int:
-    return self.data.ways if self.ways is None else self.ways
+  def model_spec(self):
+    return MODELS[self.model]
 
-  @property
-  def num_train_ways(self) -> int:
-    return self.num_ways if self.train_ways is None else self.train_ways
+  def __getattr__(self, name: str) -> Any:
+    if name.startswith('__') or 'sections' not in self.__dict__:
+      raise AttributeError(name)
+    for section in self.sections.values():
+      if name in section.__dataclass_fields__:
+        return getattr(section, name)
+    raise AttributeError(f'{name}: no setting of --algorithm={self.algorithm}, '
+                         f'--dataset={self.dataset} or --model={self.model}')
 
-  @property
-  def num_query(self) -> int:
-    if self.query is not None:
-      return self.query
-    return self.shots if self.data.query is None else self.data.query
+  def get(self, name: str, default: Any = None) -> Any:
+    """Setting `name`, or `default` if none of the chosen parts has it."""
+    try:
+      return getattr(self, name)
+    except AttributeError:
+      return default
 
-  @property
-  def num_eval_query(self) -> int:
-    if self.eval_query is not None:
-      return self.eval_query
-    return self.num_query if self.data.eval_query is None else self.data.eval_query
+  def has(self, name: str) -> bool:
+    return any(name in s.__dataclass_fields__ for s in self.sections.values())
 
-  @property
-  def class_split(self) -> Optional[str]:
-    """`--split`, or the dataset's default class split (None: it has none)."""
-    splits = self.data.class_splits
-    return self.split or (splits[0] if splits else None)
+  def episode_spec(self) -> EpisodeSpec:
+    """The episodes that the data sources are asked for."""
+    run = self.sections['run']
+    return EpisodeSpec.of(self.sections['episodes'], run.meta_batch_size, run.seed)
 
-  @property
-  def model_name(self) -> str:
-    return self.data.models[0] if self.model is None else self.model
-
-  @property
-  def num_channels(self) -> int:
-    return self.data.channels if self.channels is None else self.channels
-
-  def settings(self) -> dict[str, Any]:
-    """The algorithm's settings, by name (what its `AlgorithmSpec.build` reads)."""
-    return {name: getattr(self, name) for name in self.spec.settings}
-
-  def inner_optimizer_fn(self) -> Callable[[float], optax.GradientTransformation]:
-    """`--inner_optimizer` as an optax transformation at a given learning rate."""
-    return INNER_OPTIMIZERS[self.inner_optimizer or 'sgd']
-
+  # Changes.
   def replace(self, **changes) -> 'Config':
-    return dataclasses.replace(self, **changes)
+    """This config with some settings changed (and the ones following them re-resolved)."""
+    values = {**self.given, **{p: getattr(self, p) for p in PART_NAMES}, **changes}
+    return Config(**values)
+
+  def with_values(self, **values) -> 'Config':
+    """This config with `values` fixed as if given (e.g. settings found in the data)."""
+    return self.replace(**values)
 
   def for_algorithm(self, name: str) -> 'Config':
-    """This config for algorithm `name`, less the settings that `name` does not use."""
-    unused = {s: None for s in ALGORITHM_SETTINGS if s not in ALGORITHMS[name].settings}
-    return self.replace(algorithm=name, **unused)
+    """This config for algorithm `name`, less the settings of this algorithm that `name` lacks."""
+    own = set(settings_lib.names(self.spec.settings))
+    theirs = set(settings_lib.names(ALGORITHMS[name].settings))
+    given = {k: v for k, v in self.given.items() if k not in own or k in theirs}
+    return Config(**{**given, 'algorithm': name, 'dataset': self.dataset, 'model': self.model})
 
   def resolve(self) -> 'Config':
-    """The config with every unset algorithm setting at the algorithm's default."""
-    self.validate()
-    changes = {}
-    for name in ALGORITHM_SETTINGS + ('eval_inner_steps',):
-      default = self.spec.default(name, self.dataset)
-      if getattr(self, name) is None and default is not None:
-        changes[name] = default
-    if self.eval_inner_steps is None and 'eval_inner_steps' not in changes:
-      changes['eval_inner_steps'] = DEFAULT_EVAL_INNER_STEPS
-    changes['split'] = self.class_split
-    return self.replace(**changes).validate()
+    """The config, validated (it is resolved when built)."""
+    return self.validate()
+
+  def validate(self) -> 'Config':
+    """Raises ValueError naming the flag and value of the first bad setting."""
+    for section in self.sections.values():
+      section.validate()
+    _check_parts(self)
+    return self
+
+  # Records.
+  def flat(self) -> dict[str, Any]:
+    """Every resolved setting by name, the part names first (unset ones left out)."""
+    out = {p: getattr(self, p) for p in PART_NAMES}
+    for section in self.sections.values():
+      out.update(section.to_dict())
+    return out
 
   def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
+    """The settings by section, each part's section headed by its name (config.json)."""
+    out = {}
+    for section, values in self.sections.items():
+      head = {'name': getattr(self, section)} if section in PART_NAMES else {}
+      out[section] = {**head, **values.to_dict()}
+    return out
 
   def to_json(self) -> str:
-    return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+    return json.dumps(self.to_dict(), indent=2)
 
   @classmethod
   def from_dict(cls, values: dict[str, Any]) -> 'Config':
-    """A config from `to_dict()` (a run's config.json).
+    """A config from `to_dict()` (a run's config.json), or from the flat records of 0.2.
 
-    Runs written before the algorithm registry stored every algorithm setting,
-    used or not; the settings that their algorithm does not use are dropped.
+    Runs written by metajax 0.2 stored every setting of every part flat, unset
+    ones as null; the settings that their parts do not use are dropped.
     """
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(values) - known
-    if unknown:
-      raise ValueError(f'unknown config fields: {sorted(unknown)}')
-    config = cls(**values)
-    try:  # runs before class splits were per dataset recorded 'vinyals' for every dataset
-      if not config.data.class_splits:
-        config = config.replace(split=None)
-    except ValueError:
-      pass  # an unknown dataset: validation names it
-    return config.for_algorithm(config.algorithm) if config.algorithm in ALGORITHMS else config
+    if isinstance(values.get('run'), dict):
+      given = {}
+      for section in SECTIONS:
+        given.update(values.get(section, {}))
+        if section in PART_NAMES:
+          given[section] = values.get(section, {}).get('name')
+      return cls(**given)
+    given = {k: v for k, v in values.items() if v is not None}
+    probe = cls(**{p: given[p] for p in PART_NAMES if p in given})
+    known = {n for s in probe.sections.values() for n in s.__dataclass_fields__}
+    return cls(**{k: v for k, v in given.items() if k in known or k in PART_NAMES})
 
-  def validate(self) -> 'Config':
-    """Raises ValueError naming the flag and value for any bad setting."""
-    validation.check(self)
-    return self
+  def __eq__(self, other) -> bool:
+    return isinstance(other, Config) and self.flat() == other.flat()
+
+  def __hash__(self):
+    return hash(json.dumps(self.flat(), sort_keys=True, default=str))
+
+  def __repr__(self) -> str:
+    return f'Config({", ".join(f"{k}={v!r}" for k, v in self.flat().items())})'
+
+
+def _check_parts(config: Config) -> None:
+  """The limits that tie the parts together."""
+  spec, data = config.spec, config.data
+  episodes = config.sections['episodes']
+  if data.task not in spec.tasks:
+    fail('algorithm', config.algorithm,
+         f'{config.algorithm} handles {" and ".join(spec.tasks)} tasks; '
+         f'--dataset={config.dataset} has {data.task} tasks')
+  if data.task == 'classification':
+    for name in ('ways', 'train_ways'):
+      if getattr(episodes, name) < 2:
+        fail(name, getattr(episodes, name), 'a classification task needs at least 2 classes')
+  elif episodes.ways != 1 or 'train_ways' in config.given:
+    name = 'ways' if episodes.ways != 1 else 'train_ways'
+    fail(name, config.given[name], f'{config.dataset} regression has no classes; leave '
+         f'--{name} unset')
+  if episodes.episodes == 'variable':
+    if data.task != 'classification':
+      fail('episodes', episodes.episodes, f'--dataset={config.dataset} has no classes')
+    if not spec.any_ways:
+      any_ways = ', '.join(name for name, s in ALGORITHMS.items() if s.any_ways)
+      fail('episodes', episodes.episodes,
+           f'episodes of varying ways need a learner whose classes come from the support set '
+           f'({any_ways}); {config.algorithm} has a fixed-size head')
+  if episodes.train_ways != episodes.ways and not spec.any_ways:
+    any_ways = ' and '.join(name for name, s in ALGORITHMS.items() if s.any_ways)
+    fail('train_ways', episodes.train_ways,
+         f'only {any_ways} can train with other ways than they test (--ways={episodes.ways}): '
+         f'{config.algorithm} has a {episodes.ways}-way head')
+  if data.check is not None:
+    data.check(config.sections['dataset'])
+  if spec.check is not None:
+    spec.check(config.sections['algorithm'])
 
 
 def differing_fields(saved: Config, requested: Config) -> list[str]:
-  """The fields, outside `RESUMABLE_FIELDS`, in which two resolved configs differ.
+  """The settings, outside `RESUMABLE_FIELDS`, in which two resolved configs differ.
 
   `num_steps` may change on resume (to extend a run), except under a learning
   rate schedule, whose shape it sets.
@@ -218,6 +326,6 @@ def differing_fields(saved: Config, requested: Config) -> list[str]:
   resumable = RESUMABLE_FIELDS
   if saved.lr_schedule != 'constant' or requested.lr_schedule != 'constant':
     resumable = resumable - {'num_steps'}
-  return [f.name for f in dataclasses.fields(Config)
-          if f.name not in resumable
-          and getattr(saved, f.name) != getattr(requested, f.name)]
+  a, b = saved.flat(), requested.flat()
+  return [name for name in dict.fromkeys([*a, *b])
+          if name not in resumable and a.get(name) != b.get(name)]

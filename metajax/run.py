@@ -20,25 +20,17 @@ from metajax.algorithms import ALGORITHMS
 from metajax.data import DATASETS
 from metajax.config import Config
 from metajax.learner import MetaLearner
-from metajax.models import MLP, Conv4, ResNet12
 from metajax.optimizers import meta_optimizer
 from metajax.types import LossFn, Params, Task
 
-MODELS = {  # --model -> (config, output width) -> flax module
-    'mlp': lambda config, out: MLP(hidden=config.hidden, out=out),
-    'conv4': lambda config, out: Conv4(out=out, channels=(config.num_channels,) * 4,
-                                       batch_norm=config.batch_norm),
-    'resnet12': lambda config, out: ResNet12(out=out, batch_norm=config.batch_norm),
-}
-
 
 def make_model(config: Config) -> nn.Module:
-  return MODELS[config.model_name](config, config.num_ways)
+  return config.model_spec.build(config.sections['model'], config.ways)
 
 
 def make_learner(config: Config, model: nn.Module, loss_fn: LossFn) -> MetaLearner:
-  """The learner of a resolved config, computing in `--compute_dtype`."""
-  learner = config.spec.build(config.settings(), model, loss_fn, config.inner_optimizer_fn())
+  """The learner of a config, computing in `--compute_dtype`."""
+  learner = config.spec.build(config.sections['algorithm'], model, loss_fn)
   return precision.with_compute_dtype(learner, jnp.dtype(config.compute_dtype))
 
 
@@ -53,7 +45,7 @@ def task_chunk(config: Config) -> int:
   """
   if config.task_chunk:
     return config.task_chunk
-  if config.model_name != 'mlp' and jax.default_backend() == 'cpu':
+  if config.model != 'mlp' and jax.default_backend() == 'cpu':
     return jax.device_count()  # one task per device per scan iteration
   return config.meta_batch_size
 
@@ -84,7 +76,8 @@ class Run:
     return self.learner.batch_loss is not None
 
   def example_task(self) -> Task:
-    return self.config.data.example_task(self.config)
+    config = self.config
+    return config.data.example_task(config.sections['dataset'], config.ways, config.shots)
 
   def init_state(self) -> step_lib.TrainState:
     """The state before the first meta-step (seeded by `--seed`)."""
@@ -132,9 +125,9 @@ class Run:
     fixed = config.episodes == 'fixed'
     for r in records:
       r.update(split=split, algorithm=config.algorithm, dataset=config.dataset,
-               ways=config.num_ways if fixed else None, shots=config.shots if fixed else None,
-               query=config.num_eval_query if fixed else None, episodes=config.episodes,
-               batch_norm=config.batch_norm)
+               ways=config.ways if fixed else None, shots=config.shots if fixed else None,
+               query=config.eval_query if fixed else None, episodes=config.episodes,
+               batch_norm=config.get('batch_norm'))
     return records
 
   def for_episodes(self, ways: Optional[int] = None, shots: Optional[int] = None,
@@ -152,51 +145,60 @@ class Run:
       any_ways = ', '.join(name for name, spec in ALGORITHMS.items() if spec.any_ways)
       raise ValueError(f'--{next(iter(changes))}: only learners whose classes come from the '
                        f'support set ({any_ways}) can be tested on other episodes than they '
-                       f'trained on; {config.algorithm} has a {config.num_ways}-way head')
+                       f'trained on; {config.algorithm} has a {config.ways}-way head')
     if changes:
-      config = config.replace(train_ways=config.num_train_ways, **changes)
+      config = config.replace(train_ways=config.train_ways, query=config.query,
+                              eval_query=config.eval_query, **changes)
     if eval_inner_steps is not None:
       config = config.replace(eval_inner_steps=tuple(eval_inner_steps))
     config = config.validate()
     source = self.source
     if changes or source is None:
       config = with_data_dir(config)
-      source = config.data.make_source(config, show_progress)
+      source = make_source(config, show_progress)
     return dataclasses.replace(self, config=config, source=source)
 
 
 def with_data_dir(config: Config) -> Config:
   """`config` with the data folder it reads written out (config.json records it)."""
-  default = config.data.default_data_dir
+  if not config.has('data_dir'):
+    return config
   if config.data_dir is not None:
     return config.replace(data_dir=os.path.abspath(os.path.expanduser(config.data_dir)))
-  if default is None or default(config) is None:
-    return config
-  return config.replace(data_dir=os.path.abspath(default(config)))
+  default = config.data.default_data_dir
+  folder = default(config.sections['dataset']) if default is not None else None
+  return config if folder is None else config.replace(data_dir=os.path.abspath(folder))
+
+
+def make_source(config: Config, show_progress: bool = True):
+  """The task source of `config`: its dataset's settings and the episodes it asks for."""
+  return config.data.make_source(config.sections['dataset'], config.episode_spec(), show_progress)
 
 
 def build_run(config: Config, *, data: bool = True, show_progress: bool = True) -> Run:
-  """Resolves `config` (its defaults, and settings that come from the data) and builds it.
+  """Builds `config`, filling the settings that come from the data.
 
   Args:
-    config: a config; unset algorithm settings take the algorithm's defaults.
+    config: a config.
     data: make the task source (False: a run to load or benchmark without data;
       settings that come from the data must then be set).
     show_progress: progress bars while the data loads.
   """
-  config = with_data_dir(config.resolve())
-  source = config.data.make_source(config, show_progress) if data else None
+  config = with_data_dir(config.validate())
+  source = make_source(config, show_progress) if data else None
   from_data = {**config.spec.from_data, **config.data.from_data}
   missing = {name: getattr(source, attribute) for name, attribute in from_data.items()
-             if getattr(config, name) is None and source is not None}
+             if config.get(name) is None and source is not None
+             and getattr(source, attribute, None) is not None}
   config = config.replace(**missing).validate() if missing else config
-  unset = [name for name in config.spec.from_data if getattr(config, name) is None]
+  unset = [name for name in config.spec.from_data if config.get(name) is None]
   if unset:
     raise ValueError(f'--{unset[0]} comes from the data; set it to build without data')
   loss_fn, metric_fn, metric = config.data.objective
   model = make_model(config)
   learner = make_learner(config, model, loss_fn)
-  return Run(config, source, model, loss_fn, metric_fn, metric, learner, meta_optimizer(config))
+  return Run(config, source, model, loss_fn, metric_fn, metric, learner,
+             meta_optimizer(config.sections['run']))
 
 
 def episode_sampler(dataset: str, *, split: str = 'train', ways: int = 5, shots: int = 1,
@@ -218,8 +220,8 @@ def episode_sampler(dataset: str, *, split: str = 'train', ways: int = 5, shots:
       `evaluate.py` scores).
     data_dir: the data folder (default: the dataset's).
     show_progress: progress bars while the data is read.
-    **settings: other `Config` fields of the dataset (`split` of Omniglot
-      classes is `class_split` here, e.g. class_split='lake'; `rotations`).
+    **settings: other settings of the dataset (`split` of Omniglot classes is
+      `class_split` here, e.g. class_split='lake'; `rotations`).
   """
   if 'class_split' in settings:
     settings['split'] = settings.pop('class_split')
@@ -227,9 +229,9 @@ def episode_sampler(dataset: str, *, split: str = 'train', ways: int = 5, shots:
     raise ValueError(f'dataset={dataset!r}: episodes of classes come from a classification '
                      'dataset (for sinusoid use metajax.data.sinusoid.SinusoidFamily)')
   config = Config(dataset=dataset, algorithm='protonet', ways=ways, shots=shots, query=query,
-                  eval_query=query, seed=0 if seed is None else seed, data_dir=data_dir,
-                  **settings).validate()
-  sampler = config.data.make_source(config, show_progress).sampler(split)
+                  eval_query=query, train_ways=ways, seed=0 if seed is None else seed,
+                  data_dir=data_dir, **settings).validate()
+  sampler = make_source(config, show_progress).sampler(split)
   if seed is not None:
     sampler.seed = seed
   return sampler

@@ -17,7 +17,7 @@ from absl import logging
 import jax
 import numpy as np
 
-from metajax import inference, run as run_lib
+from metajax import inference, run as run_lib, settings
 from metajax.checkpoint import Checkpointer
 from metajax.config import Config, differing_fields
 from metajax.step import TrainState
@@ -142,11 +142,13 @@ def _flag_value(value) -> str:
 
 
 def write_config(config: Config, workdir: str) -> None:
-  """`config.json`, and `flags.txt`: the settings as a flagfile that repeats the run."""
+  """`config.json` (every setting by section), and `flags.txt`: a flagfile that repeats the run.
+
+  `flags.txt` holds the settings of the run's own parts only, each as a flag.
+  """
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     f.write(config.to_json())
-  lines = [f'--{name}={_flag_value(value)}' for name, value in config.to_dict().items()
-           if value is not None]
+  lines = [f'--{name}={settings.text(value)}' for name, value in config.flat().items()]
   with open(os.path.join(workdir, 'flags.txt'), 'w') as f:
     f.write('\n'.join(lines) + '\n')
 

@@ -17,7 +17,7 @@ import optax
 
 from metajax import inner
 from metajax.algorithms import common
-from metajax.algorithms.maml import MAML_DATASET_DEFAULTS, MAML_DEFAULTS, MAML_SETTINGS
+from metajax.algorithms.maml import DATASET_DEFAULTS, TruncatableSettings
 from metajax.algorithms.registry import AlgorithmSpec, register
 from metajax.learner import Adapted, MetaLearner
 from metajax.types import LossFn, Split
@@ -50,7 +50,7 @@ def boil(model: nn.Module, loss_fn: LossFn, *,
 
 register(AlgorithmSpec(
     name='boil', summary='BOIL: only the body adapts, the head stays (Oh et al. 2021)',
-    settings=MAML_SETTINGS, defaults=MAML_DEFAULTS, dataset_defaults=MAML_DATASET_DEFAULTS,
-    build=lambda s, model, loss_fn, opt: boil(
-        model, loss_fn, inner_optimizer=opt(s['inner_lr']), inner_steps=s['inner_steps'],
-        remat=s['remat'], backprop_steps=s['backprop_steps'])))
+    settings=TruncatableSettings, dataset_defaults=DATASET_DEFAULTS,
+    build=lambda s, model, loss_fn: boil(
+        model, loss_fn, inner_optimizer=s.inner_optimizer_at(), inner_steps=s.inner_steps,
+        remat=s.remat, backprop_steps=s.backprop_steps)))

@@ -16,6 +16,9 @@ Reference:
   ICLR 2019.
 """
 
+import dataclasses
+from typing import Optional
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -23,7 +26,8 @@ import optax
 
 from metajax import inner, losses
 from metajax.algorithms import common
-from metajax.algorithms.registry import AlgorithmSpec, register
+from metajax.algorithms.registry import AlgorithmSpec, InnerLoop, register
+from metajax.settings import setting
 from metajax.learner import Adapted, MetaLearner
 from metajax.types import Array, LossFn, Params, PRNGKey, Split, Task
 
@@ -102,15 +106,33 @@ def finetune(model: nn.Module, loss_fn: LossFn, *, num_classes: int,
                      batch_loss=batch_loss, any_ways=True)
 
 
+@dataclasses.dataclass(frozen=True)
+class FinetuneSettings(InnerLoop):
+  """Each test head is fitted by 100 steps of Adam at 0.01 (Chen et al. 2019)."""
+  inner_steps: int = setting(100, 'steps fitting the new head on each test episode', minimum=1)
+  inner_optimizer: str = setting('adam', 'optimizer fitting the new head',
+                                 choices=InnerLoop.__dataclass_fields__['inner_optimizer']
+                                 .metadata['choices'])
+  finetune_head: str = setting('linear', 'the head fitted on each test episode: linear '
+                               '(Baseline) | cosine (Baseline++, also in pre-training)',
+                               choices=HEADS)
+  pretrain_classes: Optional[int] = setting(None, 'classes of the pre-training head (default: '
+                                            'every class of the training split, from the data)',
+                                            minimum=2)
+
+
 register(AlgorithmSpec(
     name='finetune', summary='pre-train, fine-tune a new head: Baseline / Baseline++ (Chen et al. 2019)',
-    settings=('inner_lr', 'inner_steps', 'inner_optimizer', 'finetune_head', 'pretrain_classes'),
-    # As the Omniglot preset (experiments/configs/omniglot_baseline.flags): each test
-    # head fitted by 100 steps of Adam at 0.01, evaluated after those 100 steps.
-    defaults={'inner_lr': 0.01, 'inner_steps': 100, 'inner_optimizer': 'adam',
-              'finetune_head': 'linear', 'eval_inner_steps': (100,)},
-    choices={'finetune_head': HEADS}, from_data={'pretrain_classes': 'num_train_classes'},
+    settings=FinetuneSettings, defaults={'eval_inner_steps': (100,)},
+    from_data={'pretrain_classes': 'num_train_classes'},
     tasks=('classification',), any_ways=True,
-    build=lambda s, model, loss_fn, opt: finetune(
-        model, loss_fn, num_classes=s['pretrain_classes'], inner_optimizer=opt(s['inner_lr']),
-        inner_steps=s['inner_steps'], head=s['finetune_head'])))
+    build=lambda s, model, loss_fn: finetune(
+        model, loss_fn, num_classes=s.pretrain_classes, inner_optimizer=s.inner_optimizer_at(),
+        inner_steps=s.inner_steps, head=s.finetune_head),
+    # Supervised pre-training on every class of the Vinyals training split:
+    # mini-batches of 128 shifted images, AdamW with warm-up and cosine decay.
+    dataset_defaults={'omniglot': {'meta_batch_size': 128, 'augment': True,
+                                   'meta_optimizer': 'adamw', 'meta_lr': 0.002,
+                                   'lr_schedule': 'warmup_cosine', 'warmup_steps': 200,
+                                   'num_steps': 3000, 'checkpoint_every': 250,
+                                   'log_every': 50}}))

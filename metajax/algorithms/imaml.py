@@ -18,6 +18,7 @@ Reference:
   NeurIPS 2019.
 """
 
+import dataclasses
 from typing import Callable
 
 import flax.linen as nn
@@ -27,7 +28,8 @@ import optax
 
 from metajax import inner
 from metajax.algorithms import common
-from metajax.algorithms.registry import AlgorithmSpec, register
+from metajax.algorithms.registry import AlgorithmSpec, InnerLoop, register
+from metajax.settings import setting
 from metajax.learner import Adapted, MetaLearner
 from metajax.types import Array, LossFn, Params, PRNGKey, Split, Task
 
@@ -109,12 +111,19 @@ def imaml(model: nn.Module, loss_fn: LossFn, *,
                      adapt=learner_adapt, apply=apply, meta_gradient=meta_gradient)
 
 
+@dataclasses.dataclass(frozen=True)
+class IMAMLSettings(InnerLoop):
+  """iMAML's gradient is exact at the inner solution: more steps than MAML's."""
+  inner_steps: int = setting(5, 'inner-loop steps during meta-training', minimum=1)
+  imaml_lambda: float = setting(1.0, 'strength lambda of the proximal term '
+                                'lambda/2 ||phi - theta||^2', above=0)
+  cg_steps: int = setting(5, 'conjugate-gradient iterations for the implicit meta-gradient',
+                          minimum=1)
+
+
 register(AlgorithmSpec(
     name='imaml', summary='iMAML: implicit gradients by conjugate gradient (Rajeswaran et al. 2019)',
-    settings=('inner_lr', 'inner_steps', 'inner_optimizer', 'imaml_lambda', 'cg_steps'),
-    # iMAML's gradient is exact at the inner solution: more steps than MAML's.
-    defaults={'inner_lr': 0.01, 'inner_steps': 5, 'inner_optimizer': 'sgd',
-              'imaml_lambda': 1.0, 'cg_steps': 5},
-    build=lambda s, model, loss_fn, opt: imaml(
-        model, loss_fn, inner_optimizer=opt(s['inner_lr']), inner_steps=s['inner_steps'],
-        lam=s['imaml_lambda'], cg_steps=s['cg_steps'])))
+    settings=IMAMLSettings,
+    build=lambda s, model, loss_fn: imaml(
+        model, loss_fn, inner_optimizer=s.inner_optimizer_at(), inner_steps=s.inner_steps,
+        lam=s.imaml_lambda, cg_steps=s.cg_steps)))

@@ -36,6 +36,7 @@ taken, so `apply` is the model's own. An evaluation with more inner steps than
 training reuses the last step's rates and batch-norm parameters.
 """
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -46,7 +47,9 @@ import optax
 
 from metajax import inner
 from metajax.algorithms import common
-from metajax.algorithms.registry import AlgorithmSpec, register
+from metajax.algorithms.registry import (AlgorithmSpec, InnerLoop, register, remat_setting,
+                                         zero_head_setting)
+from metajax.settings import setting
 from metajax.learner import Adapted, MetaLearner
 from metajax.types import Array, LossFn, Params, PRNGKey, Split, Task
 
@@ -201,23 +204,44 @@ def mamlpp(model: nn.Module, loss_fn: LossFn, *,
                      outer_loss=outer_loss, takes_step=True)
 
 
-SETTINGS = ('inner_lr', 'inner_steps', 'inner_optimizer', 'remat', 'msl_steps',
-            'first_order_steps', 'per_step_bn', 'learn_inner_lr', 'zero_head')
-# The paper's Omniglot settings: 5 inner steps of 0.1 (learned from there),
-# multi-step loss over 10 epochs of 500 meta-steps, first order for 50 epochs.
-DEFAULTS = {'inner_lr': 0.1, 'inner_steps': 5, 'inner_optimizer': 'sgd', 'remat': False,
-            'msl_steps': 5000, 'first_order_steps': 25000, 'per_step_bn': True,
-            'learn_inner_lr': True, 'zero_head': False, 'eval_inner_steps': (5,)}
+@dataclasses.dataclass(frozen=True)
+class MAMLPPSettings(InnerLoop):
+  """MAML++'s settings; each of its pieces can be switched off.
+
+  The paper's Omniglot settings are the defaults: 5 inner steps of 0.1
+  (learned from there), multi-step loss over 10 epochs of 500 meta-steps,
+  first order for 50 epochs.
+  """
+  inner_steps: int = setting(5, 'inner-loop steps during meta-training', minimum=1)
+  inner_lr: float = setting(0.1, 'inner-loop learning rate (the learned rates\' start with '
+                            '--learn_inner_lr)', above=0)
+  remat: bool = remat_setting()
+  msl_steps: int = setting(5000, 'the multi-step loss (query losses after every inner step) '
+                           'anneals to the last step over N meta-steps (0: the last step only)',
+                           minimum=0)
+  first_order_steps: int = setting(25000, 'first-order meta-gradients for the first N '
+                                   'meta-steps, then second order (0: second order throughout)',
+                                   minimum=0)
+  per_step_bn: bool = setting(True, 'a batch-norm scale and bias per inner step, meta-learned')
+  learn_inner_lr: bool = setting(True, 'meta-learn one inner rate per parameter tensor and '
+                                 'inner step (from --inner_lr)')
+  zero_head: bool = zero_head_setting()
 
 
-def _build(s: dict[str, Any], model, loss_fn, inner_optimizer):
-  return mamlpp(model, loss_fn, inner_optimizer=inner_optimizer(1.0), initial_lr=s['inner_lr'],
-                inner_steps=s['inner_steps'], msl_steps=s['msl_steps'],
-                first_order_steps=s['first_order_steps'], per_step_bn=s['per_step_bn'],
-                learn_inner_lr=s['learn_inner_lr'], remat=s['remat'], zero_head=s['zero_head'])
+def _build(s: MAMLPPSettings, model, loss_fn):
+  return mamlpp(model, loss_fn, inner_optimizer=s.inner_optimizer_at(1.0), initial_lr=s.inner_lr,
+                inner_steps=s.inner_steps, msl_steps=s.msl_steps,
+                first_order_steps=s.first_order_steps, per_step_bn=s.per_step_bn,
+                learn_inner_lr=s.learn_inner_lr, remat=s.remat, zero_head=s.zero_head)
 
 
 register(AlgorithmSpec(
     name='mamlpp', summary='MAML++ (Antoniou et al. 2019): multi-step loss, per-step batch '
     'norm and learned per-layer per-step inner rates, first order then second order',
-    settings=SETTINGS, defaults=DEFAULTS, build=_build))
+    settings=MAMLPPSettings, build=_build, defaults={'eval_inner_steps': (5,)},
+    # Omniglot 5-way 1-shot sized for a 2-core CPU: 8 tasks of 5 queries per class,
+    # 2,400 meta-steps, both annealings shortened in proportion, cosine decay.
+    dataset_defaults={'omniglot': {
+        'query': 5, 'eval_query': 15, 'msl_steps': 200, 'first_order_steps': 800,
+        'meta_batch_size': 8, 'lr_schedule': 'cosine', 'min_meta_lr': 1e-5, 'num_steps': 2400,
+        'checkpoint_every': 300, 'log_every': 50, 'eval_every': 300, 'val_tasks': 50}}))

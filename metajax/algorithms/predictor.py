@@ -23,6 +23,8 @@ References:
   Forgetting", CVPR 2018.
 """
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -30,7 +32,8 @@ import optax
 
 from metajax import inner, losses
 from metajax.algorithms import common
-from metajax.algorithms.registry import AlgorithmSpec, register
+from metajax.algorithms.registry import AlgorithmSpec, InnerLoop, register, remat_setting
+from metajax.settings import setting
 from metajax.learner import Adapted, MetaLearner
 from metajax.types import Array, LossFn, Params, PRNGKey, Split, Task
 
@@ -117,12 +120,24 @@ def predictor(model: nn.Module, loss_fn: LossFn, *,
                                    apply=apply)._replace(any_ways=True)
 
 
+@dataclasses.dataclass(frozen=True)
+class PredictorSettings(InnerLoop):
+  inner_steps: int = setting(0, 'inner-loop steps on the predicted head (0: none)', minimum=0)
+  remat: bool = remat_setting()
+  predictor_head: str = setting('cosine', 'how a query is scored against the predicted class '
+                                'weights: cosine (times a learned scale) | dot | euclidean',
+                                choices=HEADS)
+
+
 register(AlgorithmSpec(
     name='predictor', summary='a network predicts the head from the support set (Qiao et al. 2018)',
-    settings=('inner_lr', 'inner_steps', 'inner_optimizer', 'remat', 'predictor_head'),
-    defaults={'inner_lr': 0.01, 'inner_steps': 0, 'inner_optimizer': 'sgd', 'remat': False,
-              'predictor_head': 'cosine'},
-    choices={'predictor_head': HEADS}, any_ways=True,
-    build=lambda s, model, loss_fn, opt: predictor(
-        model, loss_fn, inner_optimizer=opt(s['inner_lr']), inner_steps=s['inner_steps'],
-        remat=s['remat'], head=s['predictor_head'])))
+    settings=PredictorSettings, any_ways=True,
+    build=lambda s, model, loss_fn: predictor(
+        model, loss_fn, inner_optimizer=s.inner_optimizer_at(), inner_steps=s.inner_steps,
+        remat=s.remat, head=s.predictor_head),
+    # Qiao et al. train on more ways than they test: 30-way episodes of 1 shot,
+    # 5 queries per class, one episode a step, 1,500 steps on a 2-core CPU.
+    dataset_defaults={'omniglot': {'train_ways': 30, 'query': 5, 'eval_query': 15,
+                                   'meta_batch_size': 1, 'num_steps': 1500,
+                                   'checkpoint_every': 100, 'log_every': 50,
+                                   'eval_inner_steps': (0,)}}))

@@ -15,7 +15,7 @@ import flax.linen as nn
 import optax
 
 from metajax.algorithms import common
-from metajax.algorithms.registry import INNER_SETTINGS, AlgorithmSpec, build_inner, register
+from metajax.algorithms.registry import AlgorithmSpec, InnerLoop, register
 from metajax.learner import MetaLearner
 from metajax.types import LossFn, Params, PRNGKey, Task
 
@@ -45,5 +45,6 @@ def pretrained(model: nn.Module, loss_fn: LossFn, *,
 
 register(AlgorithmSpec(
     name='pretrained', summary='joint training on all tasks, fine-tuned at test time (MAML paper)',
-    build=build_inner(pretrained), settings=INNER_SETTINGS,
-    defaults={'inner_lr': 0.01, 'inner_steps': 1, 'inner_optimizer': 'sgd'}))
+    settings=InnerLoop,
+    build=lambda s, model, loss_fn: pretrained(model, loss_fn, inner_optimizer=s.inner_optimizer_at(),
+                                               inner_steps=s.inner_steps)))

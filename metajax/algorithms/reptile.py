@@ -14,7 +14,8 @@ import jax
 import optax
 
 from metajax.algorithms import common
-from metajax.algorithms.registry import INNER_SETTINGS, AlgorithmSpec, build_inner, register
+from metajax import settings
+from metajax.algorithms.registry import AlgorithmSpec, InnerLoop, register
 from metajax.learner import MetaLearner
 from metajax.types import LossFn, Params, PRNGKey, Task
 
@@ -52,9 +53,11 @@ def reptile(model: nn.Module, loss_fn: LossFn, *,
                      adapt=learner_adapt, apply=apply, meta_gradient=meta_gradient)
 
 
+# As the sinusoid preset (experiments/configs/sinusoid_reptile.flags).
+ReptileSettings = settings.with_defaults(InnerLoop, 'ReptileSettings', inner_steps=5, inner_lr=0.02)
+
 register(AlgorithmSpec(
     name='reptile', summary='Reptile: theta moves towards the adapted weights (Nichol et al. 2018)',
-    settings=INNER_SETTINGS,
-    # As the sinusoid preset (experiments/configs/sinusoid_reptile.flags).
-    defaults={'inner_lr': 0.02, 'inner_steps': 5, 'inner_optimizer': 'sgd'},
-    build=build_inner(reptile)))
+    settings=ReptileSettings,
+    build=lambda s, model, loss_fn: reptile(model, loss_fn, inner_optimizer=s.inner_optimizer_at(),
+                                            inner_steps=s.inner_steps)))

@@ -13,6 +13,7 @@ Class-based image sources (`episodes.EpisodeSource`) also give
 from metajax.data import registry
 from metajax.data.registry import DATASETS, DatasetSpec
 from metajax.data import sinusoid, omniglot, miniimagenet, folders, tfds_source  # each registers its spec
+from metajax.data import mixed  # several of them in one run
 from metajax.losses import accuracy, cross_entropy
 
 __all__ = ['DATASETS', 'DatasetSpec', 'accuracy', 'cross_entropy', 'folders', 'miniimagenet', 'omniglot', 'tfds_source',

@@ -14,6 +14,9 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
+from metajax.data import variable
+from metajax.data.source import EpisodeSpec
+from metajax.data.variable import stack
 from metajax.types import Split, Task
 
 
@@ -183,37 +186,25 @@ class EpisodeSource:
       yield sampler.batch(index, min(chunk, num_tasks - start))
 
 
-def make_sampler(config, subset: str, images: np.ndarray, classes: np.ndarray, seed: int,
-                 **kwargs):
-  """The episode sampler of `subset` that `config` asks for.
+def make_sampler(spec: EpisodeSpec, subset: str, images: np.ndarray, classes: np.ndarray,
+                 seed: int, **kwargs):
+  """The episode sampler of `subset` that `spec` asks for.
 
-  `--episodes=fixed`: N-way K-shot with Q queries per class (`--train_ways` or
-  `--ways`, `--shots`, `--query` or `--eval_query`). `--episodes=variable`:
-  Meta-Dataset episodes (`metajax.data.variable`). `kwargs` go to
-  `EpisodeSampler` (name, transform, counts, class_names).
+  Fixed episodes: N-way K-shot with Q queries per class (`train_ways` or
+  `ways`, `shots`, `query` or `eval_query`). Variable episodes: Meta-Dataset
+  episodes (`metajax.data.variable`). `kwargs` go to `EpisodeSampler` (name,
+  transform, counts, class_names).
   """
-  from metajax.data import variable  # pylint: disable=g-import-not-at-top
-  if config.episodes == 'variable':
+  if spec.episodes == 'variable':
     base = EpisodeSampler(images, classes, 2, 1, 1, seed, **kwargs)
-    return variable.VariableEpisodeSampler(base, config.max_ways, config.max_support, seed)
-  ways = config.num_train_ways if subset == 'train' else config.num_ways
-  query = config.num_query if subset == 'train' else config.num_eval_query
-  return EpisodeSampler(images, classes, ways, config.shots, query, seed,
-                        names=setting_names(config, subset), **kwargs)
-
-
-def setting_names(config, subset: str) -> tuple[str, str]:
-  """The settings whose values a sampler of `subset` gets as `ways` and `query`."""
+    return variable.VariableEpisodeSampler(base, spec.max_ways, spec.max_support, seed)
   if subset == 'train':
-    return ('train_ways' if config.train_ways is not None else 'ways'), 'query'
-  return 'ways', ('eval_query' if config.eval_query is not None else 'query')
-
-
-def stack(tasks: list[Task]) -> Task:
-  """Tasks of equal shapes stacked on a new leading axis (masks too, if they have them)."""
-  return Task(*(Split(*(None if leaves[0] is None else np.stack(leaves)
-                        for leaves in zip(*splits)))
-                for splits in zip(*tasks)))
+    ways, query = spec.train_ways, spec.query
+    names = ('train_ways' if spec.train_ways != spec.ways else 'ways'), 'query'
+  else:
+    ways, query = spec.ways, spec.eval_query
+    names = 'ways', ('eval_query' if spec.eval_query != spec.query else 'query')
+  return EpisodeSampler(images, classes, ways, spec.shots, query, seed, names=names, **kwargs)
 
 
 def prefetch(make: Callable[[int], Any], start: int, stop: int, depth: int = 3) -> Iterator[Any]:

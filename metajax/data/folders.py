@@ -26,7 +26,10 @@ import numpy as np
 from PIL import Image
 import tqdm
 
-from metajax.data import cache, registry
+from metajax import settings as settings_lib
+from metajax.data import cache, episodes, registry
+from metajax.data.source import EpisodeSpec
+from metajax.settings import setting
 from metajax.data.cache import default_cache_dir
 
 SPLIT_FILE = 'splits.json'
@@ -210,11 +213,11 @@ def seeded_split(num_classes: int, fractions: Optional[tuple[float, ...]]) -> di
   return {s: sorted(int(i) for i in part) for s, part in zip(SUBSETS, parts)}
 
 
-def prepare_images(images, config) -> np.ndarray:
+def prepare_images(images, settings) -> np.ndarray:
   """Raw images (paths, PIL images or arrays of any size) -> float32 model inputs in [0, 1].
 
-  As the training images were prepared: converted to `config.image_channels`
-  channels and resized to `config.image_size` squares (Lanczos).
+  As the training images were prepared: converted to `settings.image_channels`
+  channels and resized to `settings.image_size` squares (Lanczos).
   """
   out = []
   for image in images:
@@ -226,8 +229,8 @@ def prepare_images(images, config) -> np.ndarray:
       if array.dtype != np.uint8:
         array = np.round(np.clip(array, 0, 1) * 255).astype(np.uint8)
       image = Image.fromarray(array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array)
-    image = image.convert('L' if config.image_channels == 1 else 'RGB')
-    size = config.image_size
+    image = image.convert('L' if settings.image_channels == 1 else 'RGB')
+    size = settings.image_size
     if image.size != (size, size):
       image = image.resize((size, size), Image.LANCZOS)
     array = np.asarray(image, np.float32) / 255.0
@@ -235,64 +238,83 @@ def prepare_images(images, config) -> np.ndarray:
   return np.stack(out)
 
 
-def episode_source(config, data: ClassImages, subsets: dict[str, list[int]], name: str):
+def episode_source(spec: EpisodeSpec, data: ClassImages, subsets: dict[str, list[int]],
+                   name: str):
   """The `EpisodeSource` of `data`'s classes, split into `subsets` (indices of classes)."""
-  from metajax.data import episodes  # pylint: disable=g-import-not-at-top
 
   def sampler(subset, seed):
     index = np.asarray(subsets[subset], np.int64)
-    return episodes.make_sampler(config, subset, data.images,
+    return episodes.make_sampler(spec, subset, data.images,
                                  np.stack([index, np.zeros_like(index)], -1), seed,
                                  name=f'{name} {subset}', counts=data.counts,
                                  class_names=data.classes)
 
   source = episodes.EpisodeSource(
-      sampler('train', config.seed),
+      sampler('train', spec.seed),
       {split: functools.partial(sampler, split, seed)
        for split, seed in registry.EVAL_SEEDS.items()},
-      config.meta_batch_size, eval_images=2000)
+      spec.batch_size, eval_images=2000)
   source.image_size, source.channels = data.image_size, data.channels
   return source
 
 
-def make_source(config, show_progress: bool = True):
-  """Episodes of the class folders in `config.data_dir`, split by class."""
-  data = load(config.data_dir, config.image_size, config.image_channels,
-              skip_unreadable=config.skip_unreadable, show_progress=show_progress)
-  source = episode_source(config, data,
-                          class_split(config.data_dir, data.classes, config.split_fractions),
+@dataclasses.dataclass(frozen=True)
+class ImageSettings(settings_lib.Section):
+  """The size and colour of images read as found (class folders, tfds)."""
+  image_size: Optional[int] = setting(None, 'side of the square images (default: as found: '
+                                      '84, or 28 when every image is grayscale)', minimum=8)
+  image_channels: Optional[int] = setting(None, '1 (grayscale) or 3 (RGB) (default: as found)',
+                                          choices=(1, 3))
+  split_fractions: Optional[tuple[float, ...]] = setting(
+      None, 'train,val,test shares of the classes when there is no named split (default: '
+      '0.6,0.2,0.2, from a fixed seed)')
+
+  def check(self) -> None:
+    if self.split_fractions is not None and (
+        len(self.split_fractions) != 3 or min(self.split_fractions) <= 0):
+      settings_lib.fail('split_fractions', self.split_fractions,
+                        'give three positive shares of the classes: train, val, test')
+
+
+@dataclasses.dataclass(frozen=True)
+class FoldersSettings(ImageSettings):
+  data_dir: Optional[str] = setting(None, 'the folder of class folders (data_dir/<class>/<image>)')
+  skip_unreadable: bool = setting(False, 'leave out files that Pillow cannot read (default: an '
+                                  'error naming the first one)')
+
+
+def make_source(settings: FoldersSettings, spec: EpisodeSpec, show_progress: bool = True):
+  """Episodes of the class folders in `settings.data_dir`, split by class."""
+  data = load(settings.data_dir, settings.image_size, settings.image_channels,
+              skip_unreadable=settings.skip_unreadable, show_progress=show_progress)
+  source = episode_source(spec, data,
+                          class_split(settings.data_dir, data.classes, settings.split_fractions),
                           'folders')
-  has_file = os.path.isfile(os.path.join(config.data_dir, SPLIT_FILE))
-  source.split_fractions = None if has_file else (config.split_fractions or DEFAULT_FRACTIONS)
+  has_file = os.path.isfile(os.path.join(settings.data_dir, SPLIT_FILE))
+  source.split_fractions = None if has_file else (settings.split_fractions or DEFAULT_FRACTIONS)
   return source
 
 
-def _check(config) -> None:
-  if config.data_dir is None and not config.dataset.startswith('folders:'):
+def _check(settings: FoldersSettings) -> None:
+  if settings.data_dir is None:
     raise ValueError('--data_dir=None: --dataset=folders reads the class folders in --data_dir '
                      '(data_dir/<class>/<image>); set it')
-  if config.augment:
-    raise ValueError(f'--augment={config.augment}: not available for --dataset=folders')
 
 
-def input_shape(config) -> tuple[int, int, int]:
-  size = config.image_size or (28 if config.image_channels == 1 else 84)
-  return (size, size, config.image_channels or 3)
+def input_shape(settings: ImageSettings) -> tuple[int, int, int]:
+  size = settings.image_size or (28 if settings.image_channels == 1 else 84)
+  return (size, size, settings.image_channels or 3)
 
+
+# Images of one's own: 5-way 1-shot with 15 queries per class, as on Omniglot.
+IMAGE_DEFAULTS = {'ways': 5, 'shots': 1, 'query': 15, 'meta_batch_size': 8, 'num_steps': 2000,
+                  'checkpoint_every': 250, 'log_every': 50}
 
 SPEC = registry.register(registry.DatasetSpec(
     name='folders', task='classification', input_shape=input_shape, make_source=make_source,
-    check=_check, prepare=prepare_images,
-    settings=('image_size', 'image_channels', 'split_fractions', 'skip_unreadable'),
+    settings=FoldersSettings, defaults=IMAGE_DEFAULTS, check=_check, prepare=prepare_images,
     from_data={'image_size': 'image_size', 'image_channels': 'channels',
                'split_fractions': 'split_fractions'},
     with_argument=lambda folder: dataclasses.replace(
-        SPEC, name=f'folders:{folder}', with_argument=None, check=_check_argument,
-        make_source=lambda config, show: make_source(config.replace(data_dir=folder), show))))
-
-
-def _check_argument(config) -> None:
-  if config.data_dir is not None:
-    raise ValueError(f'--data_dir={config.data_dir}: --dataset={config.dataset} names its '
-                     'folder already')
-  _check(config)
+        SPEC, name=f'folders:{folder}', with_argument=None,
+        defaults={**IMAGE_DEFAULTS, 'data_dir': folder})))

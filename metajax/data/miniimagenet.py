@@ -23,6 +23,7 @@ References:
 """
 
 import csv
+import dataclasses
 import functools
 import hashlib
 import os
@@ -33,7 +34,10 @@ import numpy as np
 from PIL import Image
 import tqdm
 
+from metajax import settings as settings_lib
 from metajax.data import episodes, registry
+from metajax.data.source import EpisodeSpec
+from metajax.settings import setting
 from metajax.data.cache import default_cache_dir, save_npz
 
 ENV_DATA_DIR = 'METAJAX_MINIIMAGENET_DIR'
@@ -165,23 +169,36 @@ def prepare_images(images) -> np.ndarray:
   return normalize(x, None)
 
 
-def make_source(config, show_progress: bool = True) -> episodes.EpisodeSource:
-  """Episodes of the Ravi & Larochelle split; `config.augment` augments training episodes."""
+@dataclasses.dataclass(frozen=True)
+class MiniImageNetSettings(settings_lib.Section):
+  data_dir: Optional[str] = setting(
+      None, 'folder of the split CSVs + images/ or the pickle caches (default: '
+      '$METAJAX_MINIIMAGENET_DIR, else ~/.cache/metajax/miniimagenet)')
+  augment: bool = setting(False, 'random 8-pixel-padded crops and horizontal flips of '
+                          'training episodes')
+
+
+def make_source(settings: MiniImageNetSettings, spec: EpisodeSpec,
+                show_progress: bool = True) -> episodes.EpisodeSource:
+  """Episodes of the Ravi & Larochelle split; `settings.augment` augments training episodes."""
 
   def sampler(subset, seed, transform):
-    _, images = load(subset, config.data_dir, show_progress=show_progress)
+    _, images = load(subset, settings.data_dir, show_progress=show_progress)
     classes = np.stack([np.arange(len(images)), np.zeros(len(images), np.int64)], -1)
-    return episodes.make_sampler(config, subset, images, classes, seed,
+    return episodes.make_sampler(spec, subset, images, classes, seed,
                                  name=f'miniimagenet {subset}', transform=transform)
 
   held_out = {split: functools.partial(sampler, split, seed, normalize)
               for split, seed in registry.EVAL_SEEDS.items()}
-  train = sampler('train', config.seed, augment if config.augment else normalize)
-  return episodes.EpisodeSource(train, held_out, config.meta_batch_size, eval_images=1600)
+  train = sampler('train', spec.seed, augment if settings.augment else normalize)
+  return episodes.EpisodeSource(train, held_out, spec.batch_size, eval_images=1600)
 
 
 SPEC = registry.register(registry.DatasetSpec(
     name='miniimagenet', task='classification', input_shape=(SIZE, SIZE, 3),
-    make_source=make_source, channels=32,
-    prepare=lambda images, config: prepare_images(images),
-    default_data_dir=lambda config: default_data_dir()))
+    make_source=make_source, settings=MiniImageNetSettings,
+    # 5-way 1-shot with 15 queries per class; Conv4 of 32 filters (Finn et al. 2017).
+    defaults={'ways': 5, 'shots': 1, 'query': 15, 'meta_batch_size': 4, 'num_steps': 2000,
+              'checkpoint_every': 250, 'log_every': 50, 'channels': 32},
+    prepare=lambda images, settings: prepare_images(images),
+    default_data_dir=lambda settings: default_data_dir()))

@@ -11,10 +11,13 @@ Each source reads its own default folder (`folders:DIR` names its own);
 """
 
 import dataclasses
+from typing import Optional
 
 import numpy as np
 
+from metajax import settings as settings_lib
 from metajax.data import episodes, registry, variable
+from metajax.settings import setting
 from metajax.types import Task
 
 
@@ -26,14 +29,17 @@ def parse(name: str) -> list[str]:
   return parts
 
 
-def part_config(config, part: str, shape=None):
-  """The config of one source of a mixed run (images of `shape`, if it can be resized)."""
+def part_settings(settings, part: str, shape=None):
+  """The settings of one source of a mixed run: its defaults, images of `shape` if it can resize."""
   spec = registry.get(part)
-  reset = {name: None for name in registry.DATA_SETTINGS if name not in spec.settings}
-  reset['skip_unreadable'] = config.skip_unreadable and 'skip_unreadable' in spec.settings
-  if shape is not None and 'image_size' in spec.settings:
-    reset.update(image_size=shape[0], image_channels=shape[-1])
-  return config.replace(dataset=part, data_dir=None, split=None, **reset)
+  names = settings_lib.names(spec.settings)
+  values = {k: v for k, v in spec.defaults.items() if k in names}
+  if 'skip_unreadable' in names:
+    values['skip_unreadable'] = settings.skip_unreadable
+  if shape is not None and 'image_size' in names:
+    values.update(image_size=shape[0], image_channels=shape[-1])
+  built = spec.settings(**values)
+  return built.resolved() if hasattr(built, 'resolved') else built
 
 
 def _shape(source) -> tuple[int, int, int]:
@@ -82,42 +88,53 @@ def spec(name: str) -> registry.DatasetSpec:
     raise ValueError(f'dataset={name!r}: {not_images[0]} has no classes to mix')
   fixed = [s.shape(None) for s in specs.values() if not callable(s.input_shape)]
 
-  def input_shape(config):
+  def input_shape(settings):
     if fixed:
       return fixed[0]
-    size = config.image_size or 84
-    return (size, size, config.image_channels or 3)
+    size = settings.image_size or 84
+    return (size, size, settings.image_channels or 3)
 
-  def make_source(config, show_progress=True):
+  def make_source(settings, episodes_spec, show_progress=True):
     shape = fixed[0] if fixed else (
-        (config.image_size, config.image_size, config.image_channels)
-        if config.image_size and config.image_channels else None)
+        (settings.image_size, settings.image_size, settings.image_channels)
+        if settings.image_size and settings.image_channels else None)
     sources = {}
     for part, part_spec in specs.items():
-      source = part_spec.make_source(part_config(config, part, shape), show_progress)
+      source = part_spec.make_source(part_settings(settings, part, shape), episodes_spec,
+                                     show_progress)
       shape = shape or _shape(source)
       if _shape(source) != tuple(shape):
         raise ValueError(f'dataset={name!r}: {part} gives images of shape {_shape(source)}, '
                          f'the others {tuple(shape)}; mix sources of one image shape')
       sources[part] = source
-    return MixedSource(sources, config.meta_batch_size, config.seed)
+    return MixedSource(sources, episodes_spec.batch_size, episodes_spec.seed)
 
-  def check(config):
-    if config.data_dir is not None:
-      raise ValueError(f'--data_dir={config.data_dir}: a run of several sources reads each '
-                       'from its own folder (folders:DIR names its folder)')
-    if config.spec.from_data:
-      raise ValueError(f'--algorithm={config.algorithm}: pre-training on mixed sources is not '
-                       'available; train it on one source')
+  def check(settings):
     for part, part_spec in specs.items():
       if part_spec.check is not None:
-        part_spec.check(part_config(config, part, fixed[0] if fixed else None))
+        part_spec.check(part_settings(settings, part, fixed[0] if fixed else None))
 
-  settings = tuple(sorted({s for p in specs.values() for s in p.settings}))
   models = tuple(m for m in next(iter(specs.values())).models
                  if all(m in s.models for s in specs.values()))
+  first = next(iter(specs.values()))
   return dataclasses.replace(
-      next(iter(specs.values())), name=name, input_shape=input_shape, make_source=make_source,
-      check=check, settings=settings, models=models, sources=('files',), class_splits=(),
-      default_data_dir=None, with_argument=None,
+      first, name=name, input_shape=input_shape, make_source=make_source, check=check,
+      settings=MixedSettings, models=models, default_data_dir=None, with_argument=None,
+      defaults={k: v for k, v in first.defaults.items()
+                if k not in settings_lib.names(first.settings)},
       from_data={'image_size': 'image_size', 'image_channels': 'channels'})
+
+
+@dataclasses.dataclass(frozen=True)
+class MixedSettings(settings_lib.Section):
+  """Several sources: each reads its own default folder (`folders:DIR` names its own)."""
+  image_size: Optional[int] = setting(None, 'side of the square images of sources that can '
+                                      'be resized (default: the first fixed-size source\'s)',
+                                      minimum=8)
+  image_channels: Optional[int] = setting(None, '1 (grayscale) or 3 (RGB) (default: as above)',
+                                          choices=(1, 3))
+  skip_unreadable: bool = setting(False, 'class folders: leave out files that Pillow cannot '
+                                  'read')
+
+
+registry.register_mixer(spec)

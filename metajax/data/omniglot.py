@@ -15,31 +15,29 @@ References:
   probabilistic program induction", Science 2015.
 """
 
+import dataclasses
 import functools
 import hashlib
 import io
 import json
 import os
 import zipfile
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import numpy as np
 from PIL import Image
 import tqdm
 
+from metajax import settings as settings_lib
 from metajax.data import episodes, registry, splits
+from metajax.data.source import EpisodeSpec
+from metajax.settings import setting
 from metajax.data.cache import default_cache_dir, save_npz
-from metajax.data.omniglot_download import ARCHIVES, ENV_DATA_DIR, SETS, URL, download
+from metajax.data.omniglot_download import (ARCHIVES, ENV_DATA_DIR, IMAGES_PER_CHARACTER, SETS,
+                                            URL, Omniglot, download, preprocess)
+from metajax.data.omniglot_tfds import load_tfds
 
-IMAGES_PER_CHARACTER = 20
 CACHE_VERSION = 1
-
-
-class Omniglot(NamedTuple):
-  """All of Omniglot: `images[c, i]` is drawing i of character c."""
-  images: np.ndarray      # uint8 [1623, 20, size, size], stroke = 255
-  characters: list[str]   # '<set>/<Alphabet>/characterNN', background first
-  fingerprint: str        # sha256 of the source files it was built from
 
 
 def default_data_dir() -> str:
@@ -129,14 +127,6 @@ def _read_set(path: str, image_set: str, size: int, show_progress: bool):
   return characters, images
 
 
-def preprocess(image: Image.Image, size: int = 28) -> np.ndarray:
-  """An official drawing (paper = 1, stroke = 0) -> uint8 [size, size], stroke = 255."""
-  strokes = 255 - np.asarray(image.convert('L'), dtype=np.uint8)
-  if strokes.shape != (size, size):
-    strokes = np.asarray(Image.fromarray(strokes).resize((size, size), Image.LANCZOS))
-  return strokes
-
-
 def load(data_dir: Optional[str] = None, cache_dir: Optional[str] = None, size: int = 28,
          download_missing: bool = True, show_progress: bool = True) -> Omniglot:
   """All 1623 characters, from the cache if it matches the source files.
@@ -222,36 +212,53 @@ def prepare_images(images, size: int = 28) -> np.ndarray:
   return out
 
 
-def make_source(config, show_progress: bool = True) -> episodes.EpisodeSource:
-  """Episodes of `config.split`'s classes, from the files or from tfds."""
-  if config.data_source == 'tfds':
-    from metajax.data.omniglot_tfds import load_tfds  # pylint: disable=g-import-not-at-top
-    data = load_tfds(config.data_dir, show_progress=show_progress)
+@dataclasses.dataclass(frozen=True)
+class OmniglotSettings(settings_lib.Section):
+  data_dir: Optional[str] = setting(
+      None, 'folder of the official zips or their extracted folders (default: '
+      '$METAJAX_OMNIGLOT_DIR, else ~/.cache/metajax/omniglot, downloaded if missing)')
+  data_source: str = setting('files', 'files: the official Omniglot zips or folders | tfds: '
+                             'tfds.data_source("omniglot") in --data_dir (tfds\' folder)',
+                             choices=('files', 'tfds'))
+  split: str = setting('vinyals', 'class split: vinyals (1100/100/423 characters, rotations) | '
+                       'lake (background / evaluation)', choices=('vinyals', 'lake'))
+  rotations: Optional[bool] = setting(None, 'rotations by 90/180/270 degrees as new classes '
+                                      '(default: on for vinyals, off for lake)')
+  augment: bool = setting(False, 'random 2-pixel shifts of training images')
+
+  def resolved(self) -> 'OmniglotSettings':
+    rotations = self.split == 'vinyals' if self.rotations is None else self.rotations
+    return self.replace(rotations=rotations)
+
+
+def make_source(settings: OmniglotSettings, spec: EpisodeSpec,
+                show_progress: bool = True) -> episodes.EpisodeSource:
+  """Episodes of `settings.split`'s classes, from the files or from tfds."""
+  if settings.data_source == 'tfds':
+    data = load_tfds(settings.data_dir, show_progress=show_progress)
   else:
-    data = load(config.data_dir, show_progress=show_progress)
-  split = config.class_split
-  rotations = split == 'vinyals' if config.rotations is None else config.rotations
+    data = load(settings.data_dir, show_progress=show_progress)
+  split, rotations = settings.split, settings.resolved().rotations
 
   def sampler(subset, seed):
     return episodes.make_sampler(
-        config, subset, data.images, splits.classes(data.characters, split, subset, rotations),
+        spec, subset, data.images, splits.classes(data.characters, split, subset, rotations),
         seed, name=f'{split} {subset}',
-        transform=augment if config.augment and subset == 'train' else None)
+        transform=augment if settings.augment and subset == 'train' else None)
 
   held_out = {split: functools.partial(sampler, split, seed)
               for split, seed in registry.EVAL_SEEDS.items()}
-  return episodes.EpisodeSource(sampler('train', config.seed), held_out,
-                                config.meta_batch_size, eval_images=4000)
-
-
-def _check(config) -> None:
-  if config.augment and config.algorithm != 'finetune':
-    raise ValueError(f'--augment={config.augment}: Omniglot augmentation (random shifts) is '
-                     'for --algorithm=finetune pre-training')
+  return episodes.EpisodeSource(sampler('train', spec.seed), held_out, spec.batch_size,
+                                eval_images=4000)
 
 
 SPEC = registry.register(registry.DatasetSpec(
     name='omniglot', task='classification', input_shape=(28, 28, 1), make_source=make_source,
-    channels=64, sources=('files', 'tfds'), class_splits=('vinyals', 'lake'), check=_check,
-    prepare=lambda images, config: prepare_images(images),
-    default_data_dir=lambda config: default_data_dir() if config.data_source == 'files' else None))
+    settings=OmniglotSettings,
+    # 5-way 1-shot with 15 queries per class (Vinyals et al. 2016, Finn et al. 2017), sized
+    # for a 2-core CPU; each algorithm's paper protocol refines it (its dataset_defaults).
+    defaults={'ways': 5, 'shots': 1, 'query': 15, 'meta_batch_size': 32, 'num_steps': 2000,
+              'checkpoint_every': 250, 'log_every': 50, 'channels': 64},
+    prepare=lambda images, settings: prepare_images(images),
+    default_data_dir=lambda settings: (default_data_dir() if settings.data_source == 'files'
+                                       else None)))

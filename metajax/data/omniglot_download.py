@@ -1,12 +1,14 @@
-"""Downloading the official Omniglot release (two zips) into a folder, checked."""
+"""The official Omniglot release: its layout, its drawings as arrays, and downloading it."""
 
 import os
 import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from typing import Optional
+from typing import NamedTuple, Optional
 
+import numpy as np
+from PIL import Image
 import tqdm
 
 SETS = ('background', 'evaluation')
@@ -14,6 +16,22 @@ ARCHIVES = tuple(f'images_{s}.zip' for s in SETS)
 URL = 'https://github.com/brendenlake/omniglot/raw/master/python/'
 ENV_DATA_DIR = 'METAJAX_OMNIGLOT_DIR'
 ENV_URL = 'METAJAX_OMNIGLOT_URL'
+IMAGES_PER_CHARACTER = 20
+
+
+class Omniglot(NamedTuple):
+  """All of Omniglot: `images[c, i]` is drawing i of character c."""
+  images: np.ndarray      # uint8 [1623, 20, size, size], stroke = 255
+  characters: list[str]   # '<set>/<Alphabet>/characterNN', background first
+  fingerprint: str        # sha256 of the source files it was built from
+
+
+def preprocess(image: Image.Image, size: int = 28) -> np.ndarray:
+  """An official drawing (paper = 1, stroke = 0) -> uint8 [size, size], stroke = 255."""
+  strokes = 255 - np.asarray(image.convert('L'), dtype=np.uint8)
+  if strokes.shape != (size, size):
+    strokes = np.asarray(Image.fromarray(strokes).resize((size, size), Image.LANCZOS))
+  return strokes
 
 
 def missing_sets(data_dir: str) -> list[str]:

@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 import tqdm
 
-from metajax.data.omniglot import IMAGES_PER_CHARACTER, Omniglot, preprocess
+from metajax.data.omniglot_download import IMAGES_PER_CHARACTER, Omniglot, preprocess
 
 
 def load_tfds(data_dir: Optional[str] = None, size: int = 28,

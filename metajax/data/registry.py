@@ -1,9 +1,10 @@
 """The registry of datasets: each data module registers one `DatasetSpec`.
 
-A spec holds every fact about a dataset that the rest of metajax needs: the
-input shape, whether its tasks are regression or classification (and so the
-loss and metric), its default ways and query sizes, the models that fit it,
-its data sources and class splits, and how a config makes its task source.
+A spec holds every fact about a dataset that the rest of metajax needs: its
+settings section (declared once, beside its code), its defaults for the other
+sections (ways, shots, meta-batch, ...), the input shape, whether its tasks
+are regression or classification (and so the loss and metric), the models
+that fit it, and how its settings and an `EpisodeSpec` make its task source.
 Adding a dataset is one module that registers its spec.
 """
 
@@ -14,14 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from metajax import losses
+from metajax import settings as settings_lib
 from metajax.registry import Registry
 from metajax.types import LossFn, Split, Task
 
 # Held-out tasks come from these seeds, whatever the training seed, so runs and
 # algorithms are compared on the same tasks.
 EVAL_SEEDS = {'val': 1_000_001, 'test': 2_000_003}
-# Config fields that only some datasets read (`DatasetSpec.settings`).
-DATA_SETTINGS = ('image_size', 'image_channels', 'split_fractions', 'skip_unreadable')
 OBJECTIVES = {  # task kind -> (loss, metric, metric name); lower MSE, higher accuracy is better
     'regression': (losses.mse, losses.mse, 'mse'),
     'classification': (losses.cross_entropy, losses.accuracy, 'accuracy'),
@@ -30,30 +30,26 @@ OBJECTIVES = {  # task kind -> (loss, metric, metric name); lower MSE, higher ac
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
-  """One dataset, as config, builders and evaluation see it.
+  """One dataset, as the run layer, builders and evaluation see it.
 
   Attributes:
     name: the registry name (`--dataset`).
     task: 'regression' or 'classification'.
     input_shape: shape of one input, e.g. (28, 28, 1); (1,) for sinusoid; or
-      `(config) -> shape` for a dataset whose inputs a config sizes.
-    make_source: `(config, show_progress) -> source` (see `metajax.data`).
-    ways: default classes per task (1 for regression).
-    query: default query examples per class (None: the number of shots).
-    eval_query: default query examples per class in evaluation (None: = query).
+      `(settings) -> shape` for a dataset whose inputs its settings size.
+    make_source: `(settings, episodes: EpisodeSpec, show_progress) -> source`
+      (a `metajax.data.source.TaskSource`).
+    settings: its settings section (a `metajax.settings.Section` class).
+    defaults: its defaults for settings of other sections (ways, shots,
+      query, meta-batch, Conv4 channels, ...).
     models: the models that fit it, the default first.
-    channels: default Conv4 filters per block.
-    sources: choices of `data_source`, the default first.
-    class_splits: choices of `split` (class splits), the default first; () if fixed.
-    check: `(config) -> None`, raising ValueError naming a flag for a setting
-      the dataset cannot take.
-    prepare: `(raw user images, config) -> model inputs`, as the training data
-      was prepared.
-    default_data_dir: `(config) -> folder` read when `config.data_dir` is unset
+    check: `(settings) -> None`, raising ValueError naming a flag for settings
+      that do not go together.
+    prepare: `(raw user images, settings) -> model inputs`, as the training
+      data was prepared.
+    default_data_dir: `(settings) -> folder` read when `data_dir` is unset
       (None: the dataset reads no folder).
-    settings: the data settings (`DATA_SETTINGS`) it reads; giving it another
-      is an error naming the flag.
-    from_data: config settings filled from the task source when unset
+    from_data: its settings filled from the task source when unset
       (setting -> attribute of the source), e.g. the image size found.
     with_argument: `(argument) -> spec` for a dataset named `NAME:ARGUMENT`
       (`folders:DIR`, `tfds:cifar100`); None: it takes no argument.
@@ -61,44 +57,45 @@ class DatasetSpec:
   name: str
   task: str
   input_shape: Union[tuple[int, ...], Callable[[Any], tuple[int, ...]]]
-  make_source: Callable[[Any, bool], Any]
-  ways: int = 5
-  query: Optional[int] = 15
-  eval_query: Optional[int] = None
+  make_source: Callable[[Any, Any, bool], Any]
+  settings: type = settings_lib.Section
+  defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   models: tuple[str, ...] = ('conv4', 'resnet12')
-  channels: int = 64
-  sources: tuple[str, ...] = ('files',)
-  class_splits: tuple[str, ...] = ()
   check: Optional[Callable[[Any], None]] = None
-  prepare: Callable[[Any, Any], np.ndarray] = lambda images, config: np.asarray(images,
-                                                                                np.float32)
+  prepare: Callable[[Any, Any], np.ndarray] = lambda images, settings: np.asarray(images,
+                                                                                  np.float32)
   default_data_dir: Optional[Callable[[Any], Optional[str]]] = None
-  settings: tuple[str, ...] = ()
   from_data: Mapping[str, str] = dataclasses.field(default_factory=dict)
   with_argument: Optional[Callable[[str], 'DatasetSpec']] = None
 
-  def shape(self, config) -> tuple[int, ...]:
-    """The shape of one input under `config`."""
-    return self.input_shape(config) if callable(self.input_shape) else self.input_shape
+  def shape(self, settings) -> tuple[int, ...]:
+    """The shape of one input under its `settings`."""
+    return self.input_shape(settings) if callable(self.input_shape) else self.input_shape
 
   @property
   def objective(self) -> tuple[LossFn, LossFn, str]:
     """(loss_fn, metric_fn, metric name) of its tasks."""
     return OBJECTIVES[self.task]
 
-  def example_task(self, config) -> Task:
-    """A task of `config`'s shapes (zeros), to initialise or restore parameters."""
-    shape, shots = self.shape(config), config.shots
+  def example_task(self, settings, ways: int, shots: int) -> Task:
+    """A task of these shapes (zeros), to initialise or restore parameters."""
+    shape = self.shape(settings)
     if self.task == 'regression':
       x = jnp.zeros((shots,) + shape)
       return Task(Split(x, x), Split(x, x))
-    n = config.num_ways * shots
+    n = ways * shots
     x, y = jnp.zeros((n,) + shape), jnp.zeros((n,), jnp.int32)
     return Task(Split(x, y), Split(x, y))
 
 
 DATASETS = Registry('dataset')
 register = DATASETS.register
+_MIXERS: list[Callable[[str], DatasetSpec]] = []
+
+
+def register_mixer(mixer: Callable[[str], DatasetSpec]) -> None:
+  """`mixer(name)`: the spec of several comma-separated sources (`metajax.data.mixed`)."""
+  _MIXERS[:] = [mixer]
 
 
 def get(name: str) -> DatasetSpec:
@@ -108,8 +105,9 @@ def get(name: str) -> DatasetSpec:
     ValueError: naming `dataset=` and what is wrong with it.
   """
   if ',' in name:
-    from metajax.data import mixed  # pylint: disable=g-import-not-at-top
-    return mixed.spec(name)
+    if not _MIXERS:
+      raise ValueError(f'dataset={name!r}: several sources need metajax.data.mixed')
+    return _MIXERS[0](name)
   base, _, argument = name.partition(':')
   spec = DATASETS.lookup(base)
   if not argument:

@@ -94,15 +94,11 @@ class SinusoidSource:
       yield jax.tree.map(lambda v: v[start:start + self.eval_chunk], tasks)
 
 
-def _check(config) -> None:
-  if config.ways not in (None, 1):
-    raise ValueError(f'--ways={config.ways}: sinusoid regression has no classes; '
-                     'leave --ways unset')
-
-
 SPEC = registry.register(registry.DatasetSpec(
-    name='sinusoid', task='regression', input_shape=(1,), ways=1, query=None, eval_query=100,
-    models=('mlp',), check=_check,
-    make_source=lambda config, show_progress: SinusoidSource(
-        config.shots, config.num_query, config.num_eval_query, config.meta_batch_size,
-        config.seed)))
+    name='sinusoid', task='regression', input_shape=(1,), models=('mlp',),
+    # The MAML paper's K = 10, 25 tasks a meta-step, 20,000 steps; 100 query
+    # points per held-out task.
+    defaults={'shots': 10, 'eval_query': 100, 'meta_batch_size': 25, 'num_steps': 20000},
+    make_source=lambda settings, episodes, show_progress: SinusoidSource(
+        episodes.shots, episodes.query, episodes.eval_query, episodes.batch_size,
+        episodes.seed)))

@@ -27,7 +27,9 @@ import numpy as np
 from PIL import Image
 import tqdm
 
+from metajax import settings as settings_lib
 from metajax.data import cache, folders, registry
+from metajax.settings import setting
 from metajax.data.cache import default_cache_dir
 
 CIFAR_FS = {  # Bertinetto et al. 2019; train: the other 64 classes
@@ -114,38 +116,52 @@ def class_split(name: str, split: str, classes: list[str], superclasses,
   return {'train': [i for i in range(len(classes)) if i not in held], **subsets}
 
 
+@dataclasses.dataclass(frozen=True)
+class TfdsSettings(folders.ImageSettings):
+  data_dir: Optional[str] = setting(None, 'tfds\' data folder (default: ~/tensorflow_datasets)')
+  split: str = setting('random', 'class split: random (by --split_fractions); tfds:cifar100 '
+                       'also cifar_fs (CIFAR-FS) | fc100 (FC100)',
+                       choices=('random', 'cifar_fs', 'fc100'))
+
+
 def spec_for(name: str) -> registry.DatasetSpec:
   """The `DatasetSpec` of `--dataset=tfds:name`."""
   if not name:
     raise ValueError('--dataset=\'tfds\': name the tfds dataset, e.g. tfds:cifar100')
   splits = CLASS_SPLITS.get(name, ('random',))
 
-  def make_source(config, show_progress=True):
-    data, supers = load(name, config.data_dir, config.image_size, config.image_channels,
+  def make_source(settings, spec, show_progress=True):
+    data, supers = load(name, settings.data_dir, settings.image_size, settings.image_channels,
                         show_progress)
-    split = config.class_split
+    split = settings.split
     source = folders.episode_source(
-        config, data, class_split(name, split, data.classes, supers, config.split_fractions),
+        spec, data, class_split(name, split, data.classes, supers, settings.split_fractions),
         f'tfds:{name} {split}')
-    source.split_fractions = (config.split_fractions or folders.DEFAULT_FRACTIONS
+    source.split_fractions = (settings.split_fractions or folders.DEFAULT_FRACTIONS
                               if split == 'random' else None)
     return source
 
+  def check(settings):
+    if settings.split not in splits:
+      settings_lib.fail('split', settings.split, f'tfds:{name} has the class splits '
+                        f'{", ".join(splits)}')
+
   return dataclasses.replace(
-      SPEC, name=f'tfds:{name}', make_source=make_source, class_splits=splits, check=None,
-      with_argument=None)
+      SPEC, name=f'tfds:{name}', make_source=make_source, check=check, with_argument=None,
+      defaults={**folders.IMAGE_DEFAULTS, 'split': splits[0]})
 
 
-def input_shape(config) -> tuple[int, int, int]:
-  size = config.image_size or 84
-  return (size, size, config.image_channels or 3)
+def input_shape(settings) -> tuple[int, int, int]:
+  size = settings.image_size or 84
+  return (size, size, settings.image_channels or 3)
 
 
 SPEC = registry.register(registry.DatasetSpec(
     name='tfds', task='classification', input_shape=input_shape,
-    make_source=lambda config, show: spec_for('').make_source(config, show),
-    check=lambda config: spec_for(''),  # `tfds` alone names no dataset
-    prepare=folders.prepare_images, settings=('image_size', 'image_channels', 'split_fractions'),
+    make_source=lambda settings, spec, show: spec_for('').make_source(settings, spec, show),
+    check=lambda settings: spec_for(''),  # `tfds` alone names no dataset
+    settings=TfdsSettings, defaults=folders.IMAGE_DEFAULTS,
+    prepare=folders.prepare_images,
     from_data={'image_size': 'image_size', 'image_channels': 'channels',
                'split_fractions': 'split_fractions'},
     with_argument=spec_for))

@@ -125,7 +125,6 @@ def _padded(x: np.ndarray, y: np.ndarray, size: int) -> Split:
 
 def stack_padded(tasks: list[Task]) -> Task:
   """Tasks stacked on a new axis; masked (padded) ones first padded to their largest sizes."""
-  from metajax.data.episodes import stack  # pylint: disable=g-import-not-at-top
   if tasks[0].support.mask is not None:
     shape = tuple(max(t[side].x.shape[0] for t in tasks) for side in (0, 1))
     tasks = [repad(t, shape) for t in tasks]
@@ -137,3 +136,10 @@ def repad(task: Task, shape) -> Task:
   return Task(*(split if split.x.shape[0] == size else
                 _padded(split.x[split.mask], split.y[split.mask], size)
                 for split, size in zip(task, shape)))
+
+
+def stack(tasks: list[Task]) -> Task:
+  """Tasks of equal shapes stacked on a new leading axis (masks too, if they have them)."""
+  return Task(*(Split(*(None if leaves[0] is None else np.stack(leaves)
+                        for leaves in zip(*splits)))
+                for splits in zip(*tasks)))
