@@ -15,12 +15,14 @@ number) and the table reports when validation first reached it.
 
 It writes the PNG (a new file: an existing one is refused) and prints one row a
 run: setting, meta-steps, training minutes, best validation accuracy and when,
-the test accuracy of that checkpoint, and minutes to the target.
+the test accuracy of that checkpoint, and minutes to the target. A bad
+invocation prints one line, `error: ...`, and exits with status 1.
 """
 
 import collections
 import json
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -126,9 +128,28 @@ def plot(curves: list, targets: dict, path: str) -> str:
 
 
 def main(argv):
-  del argv
+  """Runs `_main`; a usage error is one line on stderr, not the whole help."""
+  try:
+    _main(argv)
+  except app.UsageError as e:
+    sys.exit(f'error: {e}')
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f'error: {e} (--helpshort lists the flags)')
+
+
+def _main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments {" ".join(argv[1:])} (flags take the form '
+                         '--name=value)')
   if not FLAGS.runs:
     raise app.UsageError('--runs: give at least one label=workdir')
+  if not FLAGS.out:
+    raise app.UsageError('--out: give the PNG to write')
   if os.path.exists(FLAGS.out):
     raise app.UsageError(f'--out={FLAGS.out}: exists; results are not overwritten '
                          '(remove it or choose another path)')
@@ -169,5 +190,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['runs', 'out'])
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

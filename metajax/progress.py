@@ -2,8 +2,14 @@
 
 On a terminal, `Progress` is a tqdm bar. When stderr is a file or a pipe (a
 batch job, CI), it writes a plain line at each tenth of the work and at
-least every five minutes instead of hundreds of carriage-return updates. In
-both, the rate and the time left count only the work done since the bar
+least every `PLAIN_EVERY_S` seconds instead of hundreds of carriage-return
+updates, so a log shows within half a minute that a run is alive. Each line
+holds the work done, the rate, the time left and the latest postfix values
+with the step they belong to:
+
+    maml on omniglot: 400/2400 steps (17%), 3.1 steps/s, 11 min left; query_loss 0.1234 (step 400)
+
+In both, the rate and the time left count only the work done since the bar
 started, so a caller starts it after compilation.
 """
 
@@ -13,7 +19,8 @@ from typing import Iterable, Iterator, Optional
 
 import tqdm
 
-PLAIN_EVERY_S = 300.0
+# A plain line at least this often (in seconds), between the tenths.
+PLAIN_EVERY_S = 30.0
 
 
 def say(message: str) -> None:
@@ -21,8 +28,21 @@ def say(message: str) -> None:
   print(message, file=sys.stderr, flush=True)
 
 
+def _units(text: str, unit: str) -> str:
+  """`text` followed by `unit`, in the plural unless `text` is '1'."""
+  return f'{text} {unit}' if text == '1' else f'{text} {unit}s'
+
+
 class Progress:
-  """Counts `total` units from `initial`, shown if `enabled`."""
+  """Counts `total` units from `initial`, shown if `enabled`.
+
+  Args:
+    total: units of work in all.
+    initial: units already done (a resumed run).
+    desc: what is counted, at the start of each line.
+    enabled: whether to show anything.
+    unit: the unit's name, in the singular ('step', 'task').
+  """
 
   def __init__(self, total: int, initial: int = 0, desc: str = '', enabled: bool = True,
                unit: str = 'step'):
@@ -37,11 +57,20 @@ class Progress:
     tenth = max(1, self.total // 10)
     return (done // tenth + 1) * tenth
 
-  def set_postfix(self, **values) -> None:
-    self.postfix = ', '.join(f'{k} {v}' for k, v in values.items())
-    self.bar.set_postfix(values, refresh=False)
+  def set_postfix(self, step: Optional[int] = None, **values) -> None:
+    """Shows `values` (name: value) after the counts, until the next call.
+
+    Args:
+      step: the step the values belong to (e.g. the last step of the window a
+        loss is averaged over), shown as `(step 400)`; None: not shown.
+      **values: what to show, in order.
+    """
+    text = ', '.join(f'{k} {v}' for k, v in values.items())
+    self.postfix = f'{text} (step {step})' if step is not None and text else text
+    self.bar.set_postfix_str(self.postfix, refresh=False)
 
   def update(self, n: int = 1) -> None:
+    """Counts `n` more units done; off a terminal, writes a line when one is due."""
     self.done += n
     self.bar.update(n)
     now = time.perf_counter()
@@ -52,13 +81,14 @@ class Progress:
       say(self.line(now))
 
   def line(self, now: Optional[float] = None) -> str:
-    elapsed = (now or time.perf_counter()) - self.start
+    """The plain progress line at time `now` (default: the present)."""
+    elapsed = (time.perf_counter() if now is None else now) - self.start
     rate = (self.done - self.initial) / elapsed if elapsed > 0 else float('nan')
     left = (self.total - self.done) / rate if rate > 0 else float('nan')
     speed = f'{rate:.0f}' if rate >= 100 else f'{rate:.3g}'
-    text = (f'{self.desc}: {self.done}/{self.total} {self.unit}s '
-            f'({100 * self.done / max(self.total, 1):.0f}%), {speed} {self.unit}s/s, '
-            f'{_duration(left)} left')
+    text = (f'{self.desc}: {self.done}/{_units(str(self.total), self.unit)} '
+            f'({100 * self.done / max(self.total, 1):.0f}%), '
+            f'{_units(speed, self.unit)}/s, {_duration(left)} left')
     return f'{text}; {self.postfix}' if self.postfix else text
 
   def close(self) -> None:
