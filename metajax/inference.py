@@ -81,9 +81,9 @@ class TrainedLearner:
                        f'{len(support)} image{"s" * (len(support) != 1)}, labels of shape '
                        f'{labels.shape}')
     classes, y = np.unique(labels, return_inverse=True)
-    if not self.learner.any_ways and len(classes) != self.config.num_ways:
+    if not self.learner.any_ways and len(classes) != self.config.ways:
       raise ValueError(f'support_labels: this {self.config.algorithm} learner was trained '
-                       f'for {self.config.num_ways}-way tasks; the support set has '
+                       f'for {self.config.ways}-way tasks; the support set has '
                        f'{len(classes)} classes')
     support = Split(jnp.asarray(self._prepare(support, 'support_images')),
                     jnp.asarray(y, jnp.int32))
