@@ -35,7 +35,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import l2l_compare  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 cli.define_config_flags()
-flags.adopt_module_key_flags(cli)  # --help shows metajax's flags beside the script's
 flags.DEFINE_bool('synthetic_data', False,
                   'random tasks of the right shapes instead of the dataset (no files needed)')
 flags.DEFINE_enum('compare', '', ['', 'learn2learn'],
@@ -51,8 +50,8 @@ def torch_config(run) -> dict:
   """The learn2learn side's settings, from the same resolved Config."""
   config = run.config
   image = run.example_task().support.x.shape[1:]
-  return {'model': config.model, 'hidden': list(config.hidden),
-          'channels': config.channels, 'in_channels': image[-1] if len(image) == 3 else 1,
+  return {'model': config.model, 'hidden': list(config.get('hidden', ())),
+          'channels': config.get('channels'), 'in_channels': image[-1] if len(image) == 3 else 1,
           'side': image[0], 'ways': config.ways, 'inner_lr': config.inner_lr,
           'inner_steps': config.inner_steps, 'meta_lr': config.meta_lr,
           'algorithm': config.algorithm}
@@ -70,7 +69,7 @@ class SyntheticSource:
       x = rng.random((config.meta_batch_size,) + config.data.shape(config))
       y = np.arange(config.meta_batch_size) % config.pretrain_classes
       return Split(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32))
-    example = config.data.example_task(config.replace(ways=config.train_ways))
+    example = config.data.example_task(config.sections['dataset'], config.train_ways, config.shots)
     sizes = (example.support.x.shape[0],
              config.train_ways * config.query if config.data.task == 'classification'
              else config.query)
@@ -92,7 +91,7 @@ def main(argv):
   config = cli.config_or_exit(FLAGS)
   try:
     if FLAGS.synthetic_data:
-      if 'pretrain_classes' in config.spec.settings and config.pretrain_classes is None:
+      if config.has('pretrain_classes') and config.pretrain_classes is None:
         config = config.replace(pretrain_classes=1000)
       run = run_lib.build_run(config, data=False)
       batches = [SyntheticSource(run).train_batch(i) for i in range(FLAGS.window_steps)]
@@ -163,4 +162,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  cli.focus_help()  # --help: the chosen parts' settings; --helpfull: all
   app.run(main)

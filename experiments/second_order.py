@@ -42,7 +42,6 @@ from metajax.algorithms.common import split_loss
 from metajax.run import build_run
 
 cli.define_config_flags()
-flags.adopt_module_key_flags(cli)  # --help shows metajax's flags beside the script's
 flags.DEFINE_string('workdir', None, 'where the JSON table and figures go', required=True)
 flags.DEFINE_string('load_workdir', None,
                     'analyse the checkpoints of this trained run instead of training (a)')
@@ -113,7 +112,7 @@ def part_a(config, out):
                    for step in map(int, FLAGS.analyse_at)])
   else:
     states = ((s, st) for s, st, _ in lean_train(run, map(int, FLAGS.analyse_at)))
-  inner_optimizer = config.inner_optimizer_fn()(config.inner_lr)
+  inner_optimizer = config.sections['algorithm'].inner_optimizer_at()
   rows = []
   for step, state in states:
     for k in range(1, FLAGS.max_inner_steps + 1):
@@ -258,4 +257,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  cli.focus_help()  # --help: the chosen parts' settings; --helpfull: all
   app.run(main)

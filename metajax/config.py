@@ -108,6 +108,15 @@ def _base(dataset: str) -> str:
   return dataset.partition(':')[0]
 
 
+def declared() -> set[str]:
+  """Every setting name that some section declares (and the part names)."""
+  classes = [RunSettings, EpisodeSettings]
+  classes += [s.settings for s in ALGORITHMS.values()]
+  classes += [s.settings for s in data_registry.DATASETS.values()]
+  classes += [s.settings for s in MODELS.values()]
+  return {n for cls in classes for n in settings_lib.names(cls)} | set(PART_NAMES)
+
+
 def _owners(name: str) -> list[str]:
   """'--algorithm=imaml', ...: the registered parts that declare setting `name`."""
   found = [f'--algorithm={a}' for a, spec in ALGORITHMS.items()
@@ -154,6 +163,8 @@ class Config:
         kind = owners[0][2:].partition('=')[0]
         uses = ', '.join(f'--{n}' for n in settings_lib.names(classes[kind])) or 'none'
         fail(name, given[name], f'--{kind}={parts[kind]} does not use it (its settings: {uses})')
+    if ':' in dataset and 'data_dir' in given:
+      fail('data_dir', given['data_dir'], f'--dataset={dataset} names its folder already')
     layers = [dspec.defaults, aspec.defaults, aspec.dataset_defaults.get(_base(dataset), {}),
               given]
     values = {}
@@ -263,10 +274,13 @@ class Config:
     if isinstance(values.get('run'), dict):
       given = {}
       for section in SECTIONS:
-        given.update(values.get(section, {}))
+        given.update({k: v for k, v in values.get(section, {}).items() if k != 'name'})
         if section in PART_NAMES:
           given[section] = values.get(section, {}).get('name')
       return cls(**given)
+    unknown = set(values) - declared()
+    if unknown:
+      raise ValueError(f'unknown config fields: {sorted(unknown)}')
     given = {k: v for k, v in values.items() if v is not None}
     probe = cls(**{p: given[p] for p in PART_NAMES if p in given})
     known = {n for s in probe.sections.values() for n in s.__dataclass_fields__}
@@ -294,9 +308,9 @@ def _check_parts(config: Config) -> None:
     for name in ('ways', 'train_ways'):
       if getattr(episodes, name) < 2:
         fail(name, getattr(episodes, name), 'a classification task needs at least 2 classes')
-  elif episodes.ways != 1 or 'train_ways' in config.given:
+  elif episodes.ways != 1 or episodes.train_ways != 1:
     name = 'ways' if episodes.ways != 1 else 'train_ways'
-    fail(name, config.given[name], f'{config.dataset} regression has no classes; leave '
+    fail(name, getattr(episodes, name), f'{config.dataset} regression has no classes; leave '
          f'--{name} unset')
   if episodes.episodes == 'variable':
     if data.task != 'classification':

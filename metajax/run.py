@@ -164,7 +164,8 @@ def with_data_dir(config: Config) -> Config:
   if not config.has('data_dir'):
     return config
   if config.data_dir is not None:
-    return config.replace(data_dir=os.path.abspath(os.path.expanduser(config.data_dir)))
+    folder = os.path.abspath(os.path.expanduser(config.data_dir))
+    return config if folder == config.data_dir else config.replace(data_dir=folder)
   default = config.data.default_data_dir
   folder = default(config.sections['dataset']) if default is not None else None
   return config if folder is None else config.replace(data_dir=os.path.abspath(folder))

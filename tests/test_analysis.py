@@ -15,7 +15,7 @@ from metajax.algorithms.common import split_loss
 from metajax.config import Config
 from metajax.losses import mse
 from metajax.models import MLP
-from metajax.optimizers import INNER_OPTIMIZERS
+from metajax.algorithms.registry import INNER_OPTIMIZERS
 from tests import helpers
 
 KEY = jax.random.PRNGKey(0)

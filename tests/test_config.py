@@ -1,7 +1,8 @@
-"""Settings: the registries, algorithm defaults, validation naming flags, flags, old run configs."""
+"""Settings: declared once per part, resolved in layers, validated, recorded, read back."""
 
 import json
 import os
+import re
 
 from absl import flags
 from absl.testing import parameterized
@@ -11,12 +12,12 @@ import optax
 
 from metajax import cli
 from metajax import rundir
+from metajax import settings
 from metajax.algorithms import ALGORITHMS, registry
+from metajax.algorithms.registry import INNER_OPTIMIZERS
 from metajax.config import Config
 from metajax.data import DATASETS
-from metajax.optimizers import INNER_OPTIMIZERS
 from metajax.run import build_run
-from metajax.validation import ALGORITHM_SETTINGS
 
 # One valid non-default value of each algorithm setting.
 SOME_VALUE = {'inner_lr': 0.05, 'inner_steps': 3, 'inner_optimizer': 'momentum', 'remat': True,
@@ -24,6 +25,7 @@ SOME_VALUE = {'inner_lr': 0.05, 'inner_steps': 3, 'inner_optimizer': 'momentum',
               'finetune_head': 'cosine', 'pretrain_classes': 10, 'msl_steps': 7,
               'first_order_steps': 9, 'per_step_bn': False, 'learn_inner_lr': False,
               'zero_head': True}
+ALGORITHM_SETTINGS = sorted({n for s in ALGORITHMS.values() for n in settings.names(s.settings)})
 
 
 def dataset_for(name):
@@ -32,17 +34,20 @@ def dataset_for(name):
 
 class RegistryTest(parameterized.TestCase):
 
-  def test_settings_cover_every_algorithm_setting_field(self):
+  def test_settings_cover_every_algorithm_setting(self):
     self.assertEqual(set(SOME_VALUE), set(ALGORITHM_SETTINGS))
 
   def test_every_dataset_registers_a_consistent_spec(self):
     self.assertEqual(list(DATASETS),
                      ['sinusoid', 'omniglot', 'miniimagenet', 'folders', 'tfds'])
     for name, spec in DATASETS.items():
-      config = Config(dataset=name, ways=3 if spec.task == 'classification' else None, shots=2)
-      task = spec.example_task(config)
-      self.assertEqual(task.support.x.shape, (6 if config.ways else 2,) + spec.shape(config), name)
-      kind = jnp.integer if spec.task == 'classification' else jnp.floating
+      classes = spec.task == 'classification'
+      config = Config(dataset=name, ways=3 if classes else None, shots=2,
+                      **({'data_dir': '/x'} if name == 'folders' else {}))
+      task = spec.example_task(config.sections['dataset'], config.ways, config.shots)
+      shape = spec.shape(config.sections['dataset'])
+      self.assertEqual(task.support.x.shape, (6 if classes else 2,) + shape, name)
+      kind = jnp.integer if classes else jnp.floating
       self.assertTrue(jnp.issubdtype(task.support.y.dtype, kind), name)
 
   def test_names_are_registered_once_and_unknown_names_name_the_argument(self):
@@ -57,45 +62,88 @@ class RegistryTest(parameterized.TestCase):
     self.assertFalse(ALGORITHMS['protonet'].adapts)
     self.assertTrue(ALGORITHMS['predictor'].adapts)
 
+  def test_a_setting_declared_by_several_parts_has_one_type(self):
+    values = flags.FlagValues()
+    cli.define_config_flags(values)  # raises TypeError on a clash
+    for name, owners in cli.declarations().items():
+      self.assertLen({settings.kind(cls, name) for _, cls in owners}, 1, name)
+
 
 class DefaultsTest(parameterized.TestCase):
 
-  def test_an_algorithm_gets_its_own_defaults_and_flags_override_them(self):
-    finetune = Config(algorithm='finetune', dataset='omniglot').resolve()
+  def test_an_algorithm_gets_its_own_defaults_and_given_values_override_them(self):
+    finetune = Config(algorithm='finetune', dataset='omniglot')
     self.assertEqual((finetune.inner_steps, finetune.inner_lr, finetune.inner_optimizer,
                       finetune.finetune_head, finetune.eval_inner_steps),
                      (100, 0.01, 'adam', 'linear', (100,)))
-    self.assertEqual(Config(algorithm='finetune', dataset='omniglot',
-                            inner_steps=5).resolve().inner_steps, 5)
-    reptile = Config(algorithm='reptile').resolve()
+    self.assertEqual(Config(algorithm='finetune', dataset='omniglot', inner_steps=5).inner_steps, 5)
+    reptile = Config(algorithm='reptile')
     self.assertEqual((reptile.inner_steps, reptile.inner_lr), (5, 0.02))
-    self.assertEqual(Config().resolve().inner_lr, 0.01)  # MAML, sinusoid
-    self.assertEqual(Config(dataset='omniglot').resolve().inner_lr, 0.4)  # MAML, Omniglot
-    maml_mini = Config(dataset='miniimagenet').resolve()
-    self.assertEqual((maml_mini.inner_lr, maml_mini.inner_steps), (0.01, 5))
-    self.assertEqual(Config().resolve().eval_inner_steps, (0, 1, 10))
-    protonet = Config(algorithm='protonet', dataset='omniglot').resolve()
-    self.assertEqual([getattr(protonet, s) for s in ALGORITHM_SETTINGS],
-                     [None] * len(ALGORITHM_SETTINGS))
+    self.assertEqual(Config().inner_lr, 0.01)  # MAML, sinusoid
+    self.assertEqual(Config(dataset='omniglot').inner_lr, 0.4)  # MAML, Omniglot
+    maml_mini = Config(dataset='miniimagenet')
+    self.assertEqual((maml_mini.inner_lr, maml_mini.inner_steps, maml_mini.channels),
+                     (0.01, 5, 32))
+    self.assertEqual(Config().eval_inner_steps, (0, 1, 10))
+    protonet = Config(algorithm='protonet', dataset='omniglot')
+    self.assertEqual(protonet.sections['algorithm'].to_dict(), {})
+    self.assertIsNone(protonet.get('inner_lr'))
 
-  def test_the_run_directory_records_the_values_used(self):
+  @parameterized.parameters(
+      ('maml', 'omniglot_maml_5w1s_cpu'), ('fomaml', 'omniglot_fomaml_5w1s_cpu'),
+      ('mamlpp', 'omniglot_mamlpp_5w1s_cpu'), ('protonet', 'omniglot_protonet_5w1s'),
+      ('predictor', 'omniglot_predictor_5w1s'), ('finetune', 'omniglot_baseline'))
+  def test_naming_algorithm_and_dataset_gives_the_presets_setting(self, algorithm, preset):
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'experiments', 'configs',
+                        f'{preset}.flags')
+    self.assertEqual(Config(algorithm=algorithm, dataset='omniglot').validate(),
+                     cli.config_from_flagfile(path))
+
+  def test_resolution_order(self):
+    # given > algorithm on dataset > algorithm > dataset > the setting's own default
+    self.assertEqual(Config(dataset='omniglot', meta_batch_size=3).meta_batch_size, 3)
+    self.assertEqual(Config(dataset='omniglot').meta_batch_size, 8)  # maml on omniglot
+    self.assertEqual(Config(dataset='omniglot', algorithm='reptile').meta_batch_size, 32)
+    self.assertEqual(Config(algorithm='mamlpp').eval_inner_steps, (5,))  # mamlpp, any dataset
+    self.assertEqual(Config().meta_batch_size, 25)  # sinusoid
+    # Settings that follow others follow them unless given.
+    self.assertEqual(Config(shots=4).query, 4)
+    self.assertEqual(Config(shots=4, query=2).eval_query, 100)
+    self.assertEqual(Config(dataset='omniglot', algorithm='reptile', ways=7).train_ways, 7)
+    self.assertEqual(Config(eval_tasks=40).val_tasks, 40)
+    self.assertEqual(Config(dataset='omniglot', split='lake').rotations, False)
+
+  def test_the_run_directory_records_every_value_used_by_section(self):
     run = build_run(Config(algorithm='reptile', hidden=(8,)), data=False)
     workdir = self.create_tempdir().full_path
     rundir.write_config(run.config, workdir)
     with open(os.path.join(workdir, 'config.json')) as f:
       saved = json.load(f)
-    self.assertEqual((saved['inner_steps'], saved['inner_lr'], saved['inner_optimizer']),
-                     (5, 0.02, 'sgd'))
+    self.assertEqual(list(saved), ['run', 'episodes', 'algorithm', 'dataset', 'model'])
+    self.assertEqual(saved['algorithm'], {'name': 'reptile', 'inner_steps': 5, 'inner_lr': 0.02,
+                                          'inner_optimizer': 'sgd'})
+    self.assertEqual(saved['model'], {'name': 'mlp', 'hidden': [8]})
+    self.assertNotIn('null', json.dumps(saved))
     with open(os.path.join(workdir, 'flags.txt')) as f:
-      self.assertIn('--inner_steps=5', f.read().splitlines())
+      lines = f.read().splitlines()
+    self.assertIn('--inner_steps=5', lines)
+    self.assertIn('--hidden=8', lines)
+    self.assertFalse([l for l in lines if 'channels' in l or 'batch_norm' in l])
+    self.assertEqual(rundir.read_config(workdir), run.config)
 
-  def test_help_shows_each_algorithms_defaults(self):
+  def test_help_shows_only_the_chosen_parts_with_their_defaults(self):
     values = flags.FlagValues()
     cli.define_config_flags(values)
-    self.assertIn('maml 0.01, omniglot 0.4', values['inner_lr'].help)
-    self.assertIn('finetune 100', values['inner_steps'].help)
-    for name in ALGORITHMS:
-      self.assertIn(f'{name}: ', values['algorithm'].help)
+    argv = ['train.py', '--algorithm=protonet', '--dataset=omniglot']
+    cli.focus_help(argv, values)
+    text = values.module_help('train.py')
+    defined = set(re.findall(r'^  --(?:\[no\])?(\w+):', text, re.MULTILINE))
+    for absent in ('imaml_lambda', 'msl_steps', 'inner_lr', 'hidden', 'image_size'):
+      self.assertNotIn(absent, defined)
+    for present in ('num_steps', 'train_ways', 'split', 'channels', 'rotations', 'algorithm'):
+      self.assertIn(present, defined)
+    self.assertIn('[default: 60; >= 1]', values['train_ways'].help)
+    self.assertIn('--imaml_lambda', values.get_help())  # --helpfull keeps everything
 
 
 class ValidationTest(parameterized.TestCase):
@@ -104,30 +152,39 @@ class ValidationTest(parameterized.TestCase):
   def test_a_setting_the_algorithm_does_not_use_is_an_error_naming_the_flag(self, name):
     spec, dataset = ALGORITHMS[name], dataset_for(name)
     for setting in ALGORITHM_SETTINGS:
-      config = Config(algorithm=name, dataset=dataset, **{setting: SOME_VALUE[setting]})
-      if setting in spec.settings:
-        config.resolve()  # accepted
+      make = lambda: Config(algorithm=name, dataset=dataset, **{setting: SOME_VALUE[setting]})
+      if setting in settings.names(spec.settings):
+        make().validate()  # accepted
       else:
         with self.assertRaisesRegex(ValueError, rf'^--{setting}=.*--algorithm={name} does '
                                     'not use it'):
-          config.validate()
+          make()
 
   @parameterized.parameters(
       (dict(inner_optimizer='lbfgs'), "--inner_optimizer='lbfgs': choose one of sgd, momentum, "
        'adam'),
-      (dict(algorithm='mamll'), "--algorithm='mamll': choose one of maml, fomaml"),
+      (dict(algorithm='mamll'), "algorithm='mamll': choose one of maml, fomaml"),
       (dict(dataset='imagenet'), "--dataset='imagenet': choose one of sinusoid, omniglot"),
       (dict(algorithm='protonet'), "--algorithm='protonet': protonet handles classification "
        'tasks; --dataset=sinusoid has regression tasks'),
-      (dict(dataset='omniglot', model='mlp'), "--model='mlp': choose one of conv4, resnet12"),
+      (dict(dataset='omniglot', model='mlp'), "--model='mlp': --dataset=omniglot takes conv4, "
+       'resnet12'),
       (dict(dataset='omniglot', data_source='hub'), "--data_source='hub': choose one of files"),
       (dict(dataset='omniglot', split='random'), "--split='random': choose one of vinyals"),
       (dict(dataset='omniglot', train_ways=20), '--train_ways=20: only protonet and predictor '
        'and finetune can train'),
       (dict(inner_steps=0), '--inner_steps=0: must be a positive integer'),
       (dict(meta_batch_size=6, task_chunk=4), '--task_chunk=4: --meta_batch_size=6 is not'),
-      (dict(eval_inner_steps=(1, -1)), '--eval_inner_steps=1,-1: must be a non-empty list'),
-      (dict(dataset='omniglot', augment=True), '--augment=True: Omniglot augmentation'),
+      (dict(eval_inner_steps=(1, -1)), '--eval_inner_steps=1,-1: each value must be >= 0'),
+      (dict(batch_norm='support'), "--batch_norm='support': --model=mlp does not use it"),
+      (dict(rotations=True), '--rotations=True: --dataset=sinusoid does not use it'),
+      (dict(ways=3), '--ways=3: sinusoid regression has no classes'),
+      (dict(dataset='folders:/x', data_dir='/y'), '--data_dir=\'/y\': --dataset=folders:/x '
+       'names its folder already'),
+      (dict(dataset='folders', split_fractions=(0.5, 0.5)), '--split_fractions=0.5,0.5: give '
+       'three positive shares'),
+      (dict(meta_optimizer='adamm'), "--meta_optimizer='adamm': not an optax optimizer"),
+      (dict(inner_rate=0.1), "inner_rate=0.1: no such setting"),
   )
   def test_bad_settings_name_the_flag_and_value(self, changes, message):
     with self.assertRaises(ValueError) as e:
@@ -135,7 +192,7 @@ class ValidationTest(parameterized.TestCase):
     self.assertTrue(str(e.exception).startswith(message), str(e.exception))
 
   def test_zero_inner_steps_for_a_model_based_learner(self):
-    self.assertEqual(Config(algorithm='predictor', inner_steps=0).resolve().inner_steps, 0)
+    self.assertEqual(Config(algorithm='predictor', inner_steps=0).validate().inner_steps, 0)
 
   def test_library_errors_in_flag_words(self):
     error = ValueError('shots=15 plus query=6 is 21 images; workdir=/x; --ways=3 stays; '
@@ -161,20 +218,21 @@ class OptimizerTest(parameterized.TestCase):
 
 class OldRunConfigTest(parameterized.TestCase):
 
-  def test_a_config_json_written_before_the_registry_loads(self):
-    # Before the registry every setting was stored, used or not (metajax 0.1.0).
+  def test_a_flat_config_json_of_metajax_0_2_loads(self):
+    # metajax 0.2 stored every setting of every part flat, unset ones as null.
     old = {'algorithm': 'protonet', 'dataset': 'omniglot', 'ways': 5, 'shots': 1, 'query': 5,
-           'inner_steps': 1, 'inner_lr': 0.01, 'inner_optimizer': 'sgd', 'remat': False,
-           'backprop_steps': None, 'imaml_lambda': 1.0, 'cg_steps': 5,
-           'predictor_head': 'cosine', 'finetune_head': 'linear', 'pretrain_classes': None,
-           'eval_inner_steps': [0, 1, 10], 'hidden': [40, 40], 'mesh_shape': []}
-    config = Config.from_dict(old).resolve()
-    self.assertEqual([getattr(config, s) for s in ALGORITHM_SETTINGS],
-                     [None] * len(ALGORITHM_SETTINGS))
-    self.assertEqual((config.algorithm, config.shots, config.eval_inner_steps),
-                     ('protonet', 1, (0, 1, 10)))
-    maml = Config.from_dict({**old, 'algorithm': 'maml', 'inner_lr': 0.4}).resolve()
-    self.assertEqual((maml.inner_lr, maml.remat, maml.cg_steps), (0.4, False, None))
+           'inner_steps': None, 'inner_lr': None, 'remat': None, 'backprop_steps': None,
+           'eval_inner_steps': [0, 1, 10], 'hidden': [40, 40], 'mesh_shape': [],
+           'model': None, 'channels': None, 'batch_norm': 'transductive', 'augment': False,
+           'split': 'vinyals', 'rotations': None, 'image_size': None, 'meta_batch_size': 1,
+           'num_steps': 2000, 'train_ways': 60, 'eval_query': 15}
+    config = Config.from_dict(old).validate()
+    self.assertEqual((config.algorithm, config.model, config.shots, config.channels,
+                      config.rotations, config.eval_inner_steps),
+                     ('protonet', 'conv4', 1, 64, True, (0, 1, 10)))
+    self.assertIsNone(config.get('inner_lr'))
+    maml = Config.from_dict({**old, 'algorithm': 'maml', 'inner_lr': 0.4, 'train_ways': None})
+    self.assertEqual((maml.inner_lr, maml.remat, maml.get('cg_steps')), (0.4, False, None))
     with self.assertRaisesRegex(ValueError, 'unknown config fields'):
       Config.from_dict({**old, 'inner_rate': 0.1})
 

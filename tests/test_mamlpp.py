@@ -188,8 +188,7 @@ class MamlPlusPlusTest(parameterized.TestCase):
                     first_order_steps=3).resolve()
     self.assertEqual((config.inner_lr, config.per_step_bn, config.learn_inner_lr),
                      (0.1, True, True))
-    learner = config.spec.build(config.settings(), MODEL, cross_entropy,
-                                config.inner_optimizer_fn())
+    learner = config.spec.build(config.sections['algorithm'], MODEL, cross_entropy)
     tasks = jax.tree.map(lambda *v: jnp.stack(v).astype(
         jnp.float32 if v[0].dtype.kind == 'f' else v[0].dtype), tiny_task(1), tiny_task(2))
     state = create_train_state(learner, optax.adam(1e-2), KEY, tiny_task(0))

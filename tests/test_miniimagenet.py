@@ -7,6 +7,7 @@ import numpy as np
 
 from metajax import cli
 from metajax import loop
+from metajax import run as run_lib
 from metajax.config import Config
 from metajax.data import miniimagenet
 from tests.helpers import CLASSES, PER_CLASS, make_fixture
@@ -39,7 +40,7 @@ class MiniImageNetTest(parameterized.TestCase):
     data_dir = make_fixture(self.create_tempdir().full_path, 'pickle')
     config = Config(dataset='miniimagenet', algorithm='protonet', ways=3, shots=2, query=3,
                     meta_batch_size=2, data_dir=data_dir, augment=True)
-    source = miniimagenet.make_source(config.validate(), show_progress=False)
+    source = run_lib.make_source(config.validate(), show_progress=False)
     batch = source.train_batch(0)
     self.assertEqual(batch.support.x.shape, (2, 6, 84, 84, 3))
     self.assertEqual(batch.query.x.dtype, np.float32)
@@ -59,7 +60,7 @@ class MiniImageNetTest(parameterized.TestCase):
   def test_impossible_episode_names_the_setting_and_the_scripts_name_the_flag(self):
     data_dir = make_fixture(self.create_tempdir().full_path, 'pickle')
     config = Config(dataset='miniimagenet', ways=4, shots=1, query=1, data_dir=data_dir)
-    source = miniimagenet.make_source(config.validate(), show_progress=False)
+    source = run_lib.make_source(config.validate(), show_progress=False)
     source.eval_batches('test', 1)  # the test split has 4 classes: fine
     with self.assertRaisesRegex(ValueError, '^ways=4: the miniimagenet val split has only 3') as e:
       next(source.eval_batches('val', 1))  # only a run that validates needs 4 val classes
@@ -99,8 +100,8 @@ class MiniImageNetTest(parameterized.TestCase):
                 num_steps=2, eval_tasks=2, data_dir=data_dir)
     with self.assertRaisesRegex(ValueError, '^train_ways=6: the miniimagenet train split has '
                                 'only 5 classes'):
-      miniimagenet.make_source(Config(**base, ways=3, train_ways=6).validate(), False)
-    source = miniimagenet.make_source(Config(**base, ways=3, eval_query=12).validate(), False)
+      run_lib.make_source(Config(**base, ways=3, train_ways=6).validate(), False)
+    source = run_lib.make_source(Config(**base, ways=3, eval_query=12).validate(), False)
     with self.assertRaisesRegex(ValueError, '^shots=1 plus eval_query=12 is 13 images'):
       next(source.eval_batches('test', 1))
     workdir = os.path.join(self.create_tempdir().full_path, 'run')

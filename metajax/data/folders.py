@@ -317,4 +317,4 @@ SPEC = registry.register(registry.DatasetSpec(
                'split_fractions': 'split_fractions'},
     with_argument=lambda folder: dataclasses.replace(
         SPEC, name=f'folders:{folder}', with_argument=None,
-        defaults={**IMAGE_DEFAULTS, 'data_dir': folder})))
+        defaults={**IMAGE_DEFAULTS, 'data_dir': os.path.abspath(os.path.expanduser(folder))})))
