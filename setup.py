@@ -1,10 +1,17 @@
 """metajax: meta-learning and few-shot learning in JAX. Pure Python."""
 
 import os
+import re
 
 from setuptools import find_packages, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def version():
+  """metajax.__version__, read from the package without importing it (one source of truth)."""
+  with open(os.path.join(HERE, 'metajax', '__init__.py')) as f:
+    return re.search(r"^__version__ = '([^']+)'", f.read(), re.MULTILINE).group(1)
 
 
 def requirements():
@@ -14,7 +21,7 @@ def requirements():
 
 setup(
     name='metajax',
-    version='0.1.0',
+    version=version(),
     description='Meta-learning (MAML, Reptile, ANIL, Meta-SGD, ...) and few-shot learning in JAX',
     long_description=open(os.path.join(HERE, 'README.md')).read(),
     long_description_content_type='text/markdown',
@@ -29,7 +36,7 @@ setup(
         # `tensorboard --logdir RUN` on the event files every run writes.
         'tensorboard': ['tensorboard==2.21.0'],
         # Side-by-side benchmarks. learn2learn 0.2.0 does not build from PyPI on
-        # Python 3.11; see ../shared/BENCHMARKS.md for its install steps.
+        # Python 3.11; see the README's "Speed against learn2learn" for its install steps.
         'bench': ['torch==2.13.0'],
     },
     license='Apache-2.0',

@@ -62,6 +62,9 @@ def main(argv):
       result = loop.train_and_evaluate(cfg, wd, show_progress=FLAGS.progress)
       print(result.summary(), flush=True)
       runs.append(result)
+  except loop.RunInterrupted as e:
+    print(f'{e} (--workdir={e.workdir})', file=sys.stderr)
+    sys.exit(130)
   except (ValueError, FloatingPointError, FileNotFoundError,
           rundir.RunDirectoryBusyError) as e:
     sys.exit(f'error: {cli.flag_words(e)}')

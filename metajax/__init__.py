@@ -14,7 +14,7 @@ from metajax.run import Run, build_run, episode_sampler
 from metajax.step import TrainState, create_train_state, make_meta_train_step
 from metajax.types import Split, Task
 
-__version__ = '0.2.0'
+__version__ = '0.3.0'
 
 __all__ = ['Adapted', 'algorithms', 'build_run', 'Config', 'create_train_state', 'episode_sampler',
            'load_learner',

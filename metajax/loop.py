@@ -15,12 +15,21 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 
-from metajax import parallel, progress as progress_lib, rundir
+from metajax import interrupts, parallel, progress as progress_lib, rundir
 from metajax.checkpoint import Checkpointer
 from metajax.config import Config
 from metajax.run import Run, build_run
 from metajax.step import TrainState, raise_if_nonfinite, step_key
 from metajax.writers import MetricWriter
+
+
+class RunInterrupted(Exception):
+  """SIGINT or SIGTERM stopped training; the state of the last step is checkpointed."""
+
+  def __init__(self, workdir: str, step: int, signal_name: str):
+    super().__init__(f'{signal_name}: stopped at step {step}; checkpoint saved in {workdir}. '
+                     'Run the same command again to resume from it.')
+    self.workdir, self.step, self.signal_name = workdir, step, signal_name
 
 
 @dataclasses.dataclass
@@ -154,7 +163,9 @@ def _train(run: Run, workdir: str, show_progress: bool, primary: bool, share) ->
   # variable episodes: one per padded shape met), so that rates count steps only.
   step_fn, compiled = run.step_fn(mesh), {}
   bound = getattr(getattr(run.source, 'train', None), 'shapes', None)
+  stop = interrupts.Graceful(announce=talk)
   try:
+    stop.__enter__()
     for step, batch in zip(range(start, config.num_steps),
                            run.train_batches(start, config.num_steps, share)):
       batch, key = placed(step, batch)
@@ -186,7 +197,7 @@ def _train(run: Run, workdir: str, show_progress: bool, primary: bool, share) ->
         window = []
         if writer is not None:
           writer.write(done, {**mean, 'time_s': clock_s()})
-        progress.set_postfix(query_loss=f'{float(mean["query_loss"]):.4f}')
+        progress.set_postfix(step=done, query_loss=f'{float(mean["query_loss"]):.4f}')
       progress.update(1)
       if config.eval_every and done % config.eval_every == 0:
         _check_finite(state, checkpointer)
@@ -197,10 +208,13 @@ def _train(run: Run, workdir: str, show_progress: bool, primary: bool, share) ->
           writer.write(done, {**{f'{r["metric"]}_{r["inner_steps"]}_steps': r['mean']
                                  for r in records}, 'time_s': clock_s()}, split='val')
         best.offer(done, records, state)
-      if done % config.checkpoint_every == 0 or done == config.num_steps:
+      if done % config.checkpoint_every == 0 or done == config.num_steps or stop.requested:
         _check_finite(state, checkpointer)
         checkpointer.save(done, state)
+      if stop.requested:
+        raise RunInterrupted(workdir, done, stop.signal_name)
   finally:
+    stop.__exit__(None, None, None)
     if progress is not None:
       progress.close()
       times['train_s'] = (time.perf_counter() - progress.start - times['eval_s']
