@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metajax import cli
+from metajax import hooks
 from metajax import run as run_lib
 from metajax.types import Split, Task
 
@@ -85,6 +86,15 @@ class SyntheticSource:
     return Task(split(sizes[0], example.support), split(sizes[1], example.query))
 
 
+def _run_window(step_fn, state, batches, clock, compiled):
+  """Steps 0..len(batches)-1 of the training loop's driver (the same keys every window)."""
+  for _, state, metrics in hooks.steps(step_fn, state, batches, 0, len(batches), clock=clock,
+                                       compiled=compiled):
+    pass
+  jax.block_until_ready((state, metrics))
+  return state
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
@@ -102,13 +112,10 @@ def main(argv):
     sys.exit(f'error: {cli.flag_words(e)}')
   config = run.config
   state = run.init_state()
-  step = run.step_fn()
-  keys = [jax.random.fold_in(state.rng, i) for i in range(FLAGS.window_steps)]
-
-  start = time.perf_counter()
-  step = step.lower(state, batches[0], keys[0]).compile()
-  compile_s = time.perf_counter() - start
-  memory = step.memory_analysis()
+  step_fn, clock, compiled = run.step_fn(), hooks.Clock(), {}
+  state = _run_window(step_fn, state, batches[:1], clock, compiled)  # compiles it
+  compile_s = clock.compile_s
+  memory = next(iter(compiled.values())).memory_analysis()
   temp_mb = memory.temp_size_in_bytes / 2 ** 20 if memory is not None else float('nan')
 
   peer = None
@@ -130,9 +137,7 @@ def main(argv):
   rates, peer_rates = [], []
   for window in range(FLAGS.windows + 1):  # the first window is warm-up
     start = time.perf_counter()
-    for tasks, key in zip(batches, keys):
-      state, metrics = step(state, tasks, key)
-    jax.block_until_ready((state, metrics))
+    state = _run_window(step_fn, state, batches, clock, compiled)
     rates.append(FLAGS.window_steps / (time.perf_counter() - start))
     if peer is not None and window:
       peer_rates.append(FLAGS.window_steps / peer.window(FLAGS.window_steps))

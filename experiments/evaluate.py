@@ -1,13 +1,19 @@
 r"""Evaluates a trained run on held-out tasks and adds the records to `<workdir>/eval.json`.
 
 Records of another protocol (split, ways, shots, query, inner steps, number of
-tasks, checkpoint) are kept; one of the same protocol is replaced.
+tasks, checkpoint) are kept; one of the same protocol is replaced. `--out`
+writes them to another file instead; a run directory that cannot be written
+(read-only) is still scored, its records printed.
 
   python experiments/evaluate.py --workdir=runs/maml --num_tasks=600
   python experiments/evaluate.py --workdir=runs/protonet_5w1s --ways=20 --data_dir=/data/omniglot
+  python experiments/evaluate.py --workdir=/shared/runs/maml --out=my_eval.json
 """
 
+import contextlib
 import dataclasses
+import json
+import os
 import sys
 
 from absl import app
@@ -30,6 +36,8 @@ flags.DEFINE_integer('shots', None, 'test with other shots than trained (protone
 flags.DEFINE_string('data_dir', None, 'the data folder (default: the one the run recorded in '
                     'config.json)')
 flags.DEFINE_string('data_source', None, 'files | tfds (default: the run\'s)')
+flags.DEFINE_string('out', None, 'JSON file the records are added to (default: the run\'s '
+                    'eval.json)')
 FLAGS = flags.FLAGS
 
 
@@ -53,16 +61,29 @@ def main(argv):
     run = run.for_episodes(FLAGS.ways, FLAGS.shots, steps, show_progress=True)
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f'error: {cli.flag_words(e)}')
+  workdir, _ = rundir.locate(FLAGS.workdir)
+  writable = os.access(workdir, os.W_OK)
   try:
-    with rundir.exclusive(FLAGS.workdir):
+    with rundir.exclusive(workdir) if writable else contextlib.nullcontext():
       records = run.evaluate(state.theta, FLAGS.split, FLAGS.num_tasks)
       for r in records:
         r['checkpoint_step'] = int(state.step)
-      path = rundir.write_eval(FLAGS.workdir, records)
+      print(evaluate.format_records(run.config.algorithm, records))
+      path = None
+      if FLAGS.out is not None or writable:
+        try:
+          path = rundir.write_eval(workdir, records, FLAGS.out)
+        except OSError as e:
+          print(f'could not write {FLAGS.out or "eval.json"} ({e.strerror}); the records:')
   except rundir.RunDirectoryBusyError as e:
     sys.exit(f'error: {cli.flag_words(e)}')
-  print(evaluate.format_records(run.config.algorithm, records))
-  print(f'written: {path}')
+  if path is None:
+    if not writable and FLAGS.out is None:
+      print(f'{workdir} is read-only: the records are not written (--out=FILE writes them); '
+            'they are:')
+    print(json.dumps(records, indent=2))
+  else:
+    print(f'written: {path}')
 
 
 if __name__ == '__main__':

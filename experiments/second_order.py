@@ -36,6 +36,7 @@ import numpy as np
 
 from metajax import analysis
 from metajax import cli
+from metajax import hooks
 from metajax import rundir
 from metajax import step as step_lib
 from metajax.algorithms.common import split_loss
@@ -73,31 +74,29 @@ def analysis_tasks(run, n):
 
 
 def lean_train(run, stops, seconds=None):
-  """Meta-trains from scratch; yields (step, state, elapsed) at each of `stops`."""
+  """Meta-trains from scratch; yields (step, state, seconds of meta-steps) at each of `stops`.
+
+  The training loop's driver (`hooks.steps`) without its logging, validation
+  and checkpoints; compilation is not counted, nor the time spent in the caller.
+  """
   state = run.init_state()
-  step_fn = run.step_fn()
   stops = sorted(set(stops))
-  elapsed, step = 0.0, 0
   if stops and stops[0] == 0:
     yield 0, state, 0.0
-  last = stops[-1] if stops else None
-  batches = run.train_batches(0, last if last is not None else 10 ** 9)
-  compiled = None
-  for tasks in batches:
-    key = step_lib.step_key(state.rng, step)
-    if compiled is None:  # compile ahead of time: the clock counts meta-steps only
-      compiled = step_fn.lower(state, tasks, key).compile()
-    start = time.perf_counter()
-    state, _ = compiled(state, tasks, key)
+  last = stops[-1] if stops else 10 ** 9
+  elapsed, mark = 0.0, [time.perf_counter()]
+  restart = lambda seconds: mark.__setitem__(0, time.perf_counter())
+  for step, state, _ in hooks.steps(run.step_fn(), state, run.train_batches(0, last), 0, last,
+                                    on_compiled=restart):
     jax.block_until_ready(state.theta)
-    elapsed += time.perf_counter() - start
-    step += 1
+    elapsed += time.perf_counter() - mark[0]
     if int(state.nonfinite_step) >= 0:
       raise step_lib.NonFiniteMetaGradientError(f'meta-step {step}: meta-gradient not finite')
     if step in stops or (seconds is not None and elapsed >= seconds):
       yield step, state, elapsed
       if seconds is not None and elapsed >= seconds:
         return
+    mark[0] = time.perf_counter()
 
 
 def part_a(config, out):

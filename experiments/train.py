@@ -65,8 +65,7 @@ def main(argv):
   except loop.RunInterrupted as e:
     print(f'{e} (--workdir={e.workdir})', file=sys.stderr)
     sys.exit(130)
-  except (ValueError, FloatingPointError, FileNotFoundError,
-          rundir.RunDirectoryBusyError) as e:
+  except (ValueError, FloatingPointError, OSError, rundir.RunDirectoryBusyError) as e:
     sys.exit(f'error: {cli.flag_words(e)}')
   if FLAGS.baselines is not None:
     with open(os.path.join(workdir, 'flags.txt'), 'a') as f:

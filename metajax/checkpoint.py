@@ -7,7 +7,9 @@ renamed when complete, so a run killed mid-save leaves the previous checkpoint
 as the latest one.
 """
 
+import errno
 import os
+import shutil
 from typing import Any, Optional
 
 import jax
@@ -19,6 +21,15 @@ class Checkpointer:
 
   def __init__(self, workdir: str, max_to_keep: int = 3, subdir: str = 'checkpoints'):
     self.directory = os.path.join(os.path.abspath(workdir), subdir)
+    # A run killed while saving leaves its incomplete checkpoint in a temporary
+    # folder; the checkpoint before it is intact. Removed here, and said.
+    self.removed_incomplete = []
+    if os.path.isdir(self.directory) and os.access(self.directory, os.W_OK):
+      for name in sorted(os.listdir(self.directory)):
+        if '.orbax-checkpoint-tmp' in name:
+          shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+          step = name.split('.', 1)[0]
+          self.removed_incomplete.append(int(step) if step.isdigit() else name)
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
@@ -28,7 +39,10 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def save(self, step: int, state: Any) -> None:
-    self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    try:
+      self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    except OSError as e:
+      raise _save_error(self.directory, step, e) from e
 
   def steps(self) -> list[int]:
     """The steps of the checkpoints kept, oldest first."""
@@ -44,7 +58,19 @@ class Checkpointer:
     return self._manager.restore(step, args=ocp.args.StandardRestore(target))
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    try:
+      self._manager.wait_until_finished()
+    except OSError as e:
+      raise _save_error(self.directory, None, e) from e
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _save_error(directory: str, step: Optional[int], error: OSError) -> OSError:
+  what = f'the checkpoint of step {step}' if step is not None else 'a checkpoint'
+  why = error.strerror or str(error)
+  hint = ('free space there or choose another --workdir' if error.errno == errno.ENOSPC
+          else 'check that the folder is writable, or choose another --workdir')
+  return OSError(error.errno, f'saving {what} in {directory} failed ({why}): {hint}; the last '
+                 'complete checkpoint is kept')

@@ -1,25 +1,25 @@
-"""The training loop: schedule, logging, validation, checkpoints, progress, final test.
+"""The training loop, assembled from the parts in `metajax.hooks`.
 
 `train_and_evaluate(config, workdir)` builds the run (`metajax.run`), resumes
-it from its last checkpoint if `workdir` holds one, runs the jitted meta-step
-(`metajax.step`) to `--num_steps`, and writes what the run directory holds
-(`metajax.rundir`).
+it from its last checkpoint if `workdir` holds one, drives the jitted
+meta-step (`hooks.steps`) to `--num_steps` with hooks that log, validate and
+checkpoint, then tests, and writes what the run directory holds
+(`metajax.rundir`). Ctrl-C or SIGTERM finishes the step, checkpoints it and
+raises `RunInterrupted`.
 """
 
 import contextlib
 import dataclasses
 import os
-import time
 
 from absl import logging
 import jax
-import jax.numpy as jnp
 
-from metajax import interrupts, parallel, progress as progress_lib, rundir
+from metajax import hooks, interrupts, parallel, progress as progress_lib, rundir
 from metajax.checkpoint import Checkpointer
 from metajax.config import Config
 from metajax.run import Run, build_run
-from metajax.step import TrainState, raise_if_nonfinite, step_key
+from metajax.step import TrainState, raise_if_nonfinite
 from metajax.writers import MetricWriter
 
 
@@ -100,6 +100,7 @@ def train_and_evaluate(config: Config, workdir: str, show_progress: bool = True)
     step.NonFiniteMetaGradientError: a meta-gradient was not finite.
   """
   config.validate()
+  rundir.make_workdir(workdir, create=False)
   parallel.initialize(config.coordinator_address, config.num_processes, config.process_id)
   primary = jax.process_index() == 0  # the one process that writes files and logs
   run = build_run(config, show_progress=show_progress and primary)
@@ -114,7 +115,7 @@ def train_and_evaluate(config: Config, workdir: str, show_progress: bool = True)
   for split in ('val', 'test') if config.eval_every else ('test',):
     next(iter(run.source.eval_batches(split, 1)))
 
-  os.makedirs(workdir, exist_ok=True)
+  rundir.make_workdir(workdir)
   with rundir.exclusive(workdir) if primary else contextlib.nullcontext():
     return _train(run, workdir, show_progress, primary, share)
 
@@ -123,7 +124,6 @@ def _train(run: Run, workdir: str, show_progress: bool, primary: bool, share) ->
   """The loop of `train_and_evaluate`, in a workdir this process holds."""
   config = run.config
   talk = show_progress and primary
-  multiprocess = share is not None
   if primary:
     rundir.write_config(config, workdir)
   state = run.init_state()
@@ -133,92 +133,65 @@ def _train(run: Run, workdir: str, show_progress: bool, primary: bool, share) ->
     parallel.check_meta_batch(mesh, config.meta_batch_size)
     state = parallel.replicate(mesh, state)  # restored below in the same sharding
   checkpointer = Checkpointer(workdir, config.max_checkpoints)
+  if talk and checkpointer.removed_incomplete:
+    progress_lib.say(f'{workdir}: removed an incomplete checkpoint (step '
+                     f'{", ".join(map(str, checkpointer.removed_incomplete))}) left by a run '
+                     'stopped while saving it; resuming from the last complete one')
   state = _restore(run, workdir, state, checkpointer)
-  start = int(state.step)
-  times = {'compile_s': 0.0, 'train_s': 0.0, 'eval_s': 0.0,
-           'steps': max(0, config.num_steps - start)}
-  if talk and start >= config.num_steps:
+  start, last = int(state.step), config.num_steps
+  if talk and start >= last:
     progress_lib.say(f'{workdir}: already finished at step {start}; evaluating only')
   elif talk and start:
-    progress_lib.say(f'{workdir}: resuming from step {start} of {config.num_steps}')
+    progress_lib.say(f'{workdir}: resuming from step {start} of {last}')
   writer = MetricWriter(workdir, resume_step=start) if primary else None
-  # Seconds of training (compilation included, evaluation not) before this call: a
-  # resumed run's clock goes on from its last logged row.
-  earlier_s = writer.last('time_s', 0.0) if writer is not None else 0.0
+  # A resumed run's training clock goes on from its last logged row.
+  clock = hooks.Clock(writer.last('time_s', 0.0) if writer is not None else 0.0)
   best = rundir.BestKeeper(workdir, run.metric) if config.eval_every else None
-
-  def placed(step, batch):
-    key = step_key(state.rng, step)
-    if multiprocess:
-      return (parallel.global_batch(mesh, batch, config.meta_batch_size),
-              parallel.replicate(mesh, parallel.local_copy(key)))
-    if mesh is not None:
-      return parallel.shard_tasks(mesh, batch), parallel.replicate(mesh, key)
-    return batch, key
-
-  window, progress = [], None
-  started = time.perf_counter()
-  clock_s = lambda: earlier_s + time.perf_counter() - started - times['eval_s']
-  # The meta-step compiled ahead of time for each batch shape (one, but for
-  # variable episodes: one per padded shape met), so that rates count steps only.
-  step_fn, compiled = run.step_fn(mesh), {}
-  bound = getattr(getattr(run.source, 'train', None), 'shapes', None)
+  check = lambda state: _check_finite(state, checkpointer)
   stop = interrupts.Graceful(announce=talk)
+  log = hooks.LogMetrics(config.log_every, last, writer, clock, check)
+  after_step = [log]
+  if best is not None:
+    after_step.append(hooks.Validate(
+        config.eval_every, lambda state: run.evaluate(_local(state.theta), 'val',
+                                                      config.val_tasks),
+        writer, clock, best, check))
+  after_step.append(hooks.SaveCheckpoints(checkpointer, config.checkpoint_every, last, check,
+                                          lambda: stop.requested))
+  bound = getattr(getattr(run.source, 'train', None), 'shapes', None)
+  progress = None
+
+  def on_compile(batch, count):
+    what = (f' for {batch.support.x.shape[1]} support and {batch.query.x.shape[1]} query '
+            f'rows ({count + 1} of at most {len(bound)} shapes)' if bound else '')
+    if talk:
+      progress_lib.say(f'{config.algorithm} on {config.dataset}: compiling the meta-step' + what)
+
+  def on_compiled(seconds):
+    nonlocal progress
+    if talk:
+      progress_lib.say(f'compiled in {seconds:.1f} s')
+    if progress is None:
+      progress = progress_lib.Progress(last, start, enabled=talk,
+                                       desc=f'{config.algorithm} on {config.dataset}')
+      log.progress = progress
+
   try:
-    stop.__enter__()
-    for step, batch in zip(range(start, config.num_steps),
-                           run.train_batches(start, config.num_steps, share)):
-      batch, key = placed(step, batch)
-      shape = tuple(v.shape for v in jax.tree.leaves(batch))
-      if shape not in compiled:
-        clock = time.perf_counter()
-        what = (f' for {batch.support.x.shape[1]} support and {batch.query.x.shape[1]} query '
-                f'rows ({len(compiled) + 1} of at most {len(bound)} shapes)' if bound else '')
-        if talk:
-          progress_lib.say(f'{config.algorithm} on {config.dataset}: compiling the meta-step'
-                           + what)
-        compiled[shape] = step_fn.lower(state, batch, key).compile()
-        seconds = time.perf_counter() - clock
-        times['compile_s'] += seconds
-        times['compiles'] = len(compiled)
-        if progress is not None:
-          times['late_compile_s'] = times.get('late_compile_s', 0.0) + seconds
-        if talk:
-          progress_lib.say(f'compiled in {seconds:.1f} s')
-      if progress is None:
-        progress = progress_lib.Progress(config.num_steps, start, enabled=talk,
-                                         desc=f'{config.algorithm} on {config.dataset}')
-      state, metrics = compiled[shape](state, batch, key)
-      window.append(metrics)
-      done = step + 1
-      if done % config.log_every == 0 or done == config.num_steps:
-        _check_finite(state, checkpointer)
-        mean = jax.device_get(jax.tree.map(lambda *v: jnp.mean(jnp.stack(v)), *window))
-        window = []
-        if writer is not None:
-          writer.write(done, {**mean, 'time_s': clock_s()})
-        progress.set_postfix(step=done, query_loss=f'{float(mean["query_loss"]):.4f}')
-      progress.update(1)
-      if config.eval_every and done % config.eval_every == 0:
-        _check_finite(state, checkpointer)
-        clock = time.perf_counter()
-        records = run.evaluate(_local(state.theta), 'val', config.val_tasks)
-        times['eval_s'] += time.perf_counter() - clock
-        if writer is not None:
-          writer.write(done, {**{f'{r["metric"]}_{r["inner_steps"]}_steps': r['mean']
-                                 for r in records}, 'time_s': clock_s()}, split='val')
-        best.offer(done, records, state)
-      if done % config.checkpoint_every == 0 or done == config.num_steps or stop.requested:
-        _check_finite(state, checkpointer)
-        checkpointer.save(done, state)
-      if stop.requested:
-        raise RunInterrupted(workdir, done, stop.signal_name)
+    with stop:
+      for done, state, metrics in hooks.steps(
+          run.step_fn(mesh), state, run.train_batches(start, last, share), start, last,
+          place=_placer(mesh, share, config.meta_batch_size), clock=clock,
+          on_compile=on_compile, on_compiled=on_compiled):
+        log(done, state, metrics)
+        progress.update(1)
+        for hook in after_step[1:]:
+          hook(done, state, metrics)
+        if stop.requested:
+          raise RunInterrupted(workdir, done, stop.signal_name)
   finally:
-    stop.__exit__(None, None, None)
+    train_s = clock.train_s()
     if progress is not None:
       progress.close()
-      times['train_s'] = (time.perf_counter() - progress.start - times['eval_s']
-                          - times.pop('late_compile_s', 0.0))
     checkpointer.wait()
     checkpointer.close()
     if writer is not None:
@@ -228,13 +201,27 @@ def _train(run: Run, workdir: str, show_progress: bool, primary: bool, share) ->
     # The protocol: test the checkpoint that did best on the validation classes.
     state = best.restore(state) or state
     best.close()
-  clock = time.perf_counter()
-  records = run.evaluate(_local(state.theta), 'test', show_progress=talk)
-  times['eval_s'] += time.perf_counter() - clock
+  with clock.evaluating():
+    records = run.evaluate(_local(state.theta), 'test', show_progress=talk)
   for r in records:
     r['checkpoint_step'] = int(state.step)
     if best is not None:
       r['selected_on'] = 'val'
   if primary:
     rundir.write_eval(workdir, records)
+  times = {'compile_s': clock.compile_s, 'train_s': train_s, 'eval_s': clock.eval_s,
+           'steps': max(0, last - start)}
+  if clock.compiles:
+    times['compiles'] = clock.compiles
   return RunResult(run, workdir, state, records, times)
+
+
+def _placer(mesh, share, meta_batch_size: int):
+  """`(step, batch, key) -> (batch, key)` on the mesh (None: as they are)."""
+  if share is not None:
+    return lambda step, batch, key: (parallel.global_batch(mesh, batch, meta_batch_size),
+                                     parallel.replicate(mesh, parallel.local_copy(key)))
+  if mesh is not None:
+    return lambda step, batch, key: (parallel.shard_tasks(mesh, batch),
+                                     parallel.replicate(mesh, key))
+  return None

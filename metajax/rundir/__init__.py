@@ -1,0 +1,19 @@
+"""The run directory, one module a job.
+
+A run directory holds `config.json` (the settings used, by section), `flags.txt`
+(the same as a flagfile), `metrics.jsonl`, `tensorboard/`, `checkpoints/`,
+`best/` (the best checkpoint on validation, with `--eval_every`) and
+`eval.json`. `lock`: one writer at a time; `records`: the settings and results
+files; `best`: the best checkpoint; `load`: `load_run` and `load_learner`,
+which need nothing else: no data, no flags.
+"""
+
+from metajax.rundir.best import BestKeeper
+from metajax.rundir.load import load_learner, load_run, locate
+from metajax.rundir.lock import LOCK, RunDirectoryBusyError, exclusive
+from metajax.rundir.records import (PROTOCOL, ConfigMismatchError, check_workdir, make_workdir,
+                                    read_config, read_eval, write_config, write_eval)
+
+__all__ = ['BestKeeper', 'check_workdir', 'ConfigMismatchError', 'exclusive', 'load_learner',
+           'load_run', 'locate', 'LOCK', 'make_workdir', 'PROTOCOL', 'read_config', 'read_eval', 'RunDirectoryBusyError',
+           'write_config', 'write_eval']
