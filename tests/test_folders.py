@@ -78,7 +78,8 @@ class FolderSourceTest(parameterized.TestCase):
     with open(os.path.join(data_dir, 'splits.json'), 'w') as f:
       json.dump({'train': ['class0', 'class1', 'class2'], 'val': ['class3', 'class4'],
                  'test': ['class5', 'class4']}, f)
-    with self.assertRaisesRegex(ValueError, "class 'class4' is in more than one split"):
+    with self.assertRaisesRegex(ValueError, r"splits.json names 1 class more than once: "
+                                r"'class4' \(val, test\)"):
       build_run(self.config(data_dir), show_progress=False)
     with open(os.path.join(data_dir, 'splits.json'), 'w') as f:
       json.dump({'train': ['class0', 'class1', 'class2'], 'val': ['class3'],
@@ -86,7 +87,7 @@ class FolderSourceTest(parameterized.TestCase):
     run = build_run(self.config(data_dir), show_progress=False)
     self.assertIsNone(run.config.split_fractions)
     self.assertEqual(run.source.sampler('test').classes[:, 0].tolist(), [4, 5])
-    with self.assertRaisesRegex(ValueError, 'ways=2: the folders val split has only 1 classes'):
+    with self.assertRaisesRegex(ValueError, 'ways=2: the folders val split has only 1 class$'):
       run.source.sampler('val')
 
   def test_bad_folders_are_errors_naming_what_is_wrong(self):
@@ -110,7 +111,8 @@ class FolderSourceTest(parameterized.TestCase):
       build_run(self.config(data_dir, shots=2, query=2), show_progress=False)
     with open(os.path.join(data_dir, 'class1', 'broken.png'), 'wb') as f:
       f.write(b'not an image')
-    with self.assertRaisesRegex(ValueError, r'class1/broken.png is not a readable image.*'
+    with self.assertRaisesRegex(ValueError, r'class1/broken.png is not a readable image '
+                                r'\(cannot identify image file\); fix or remove it, or pass '
                                 'skip_unreadable=True'):
       folders.load(data_dir, show_progress=False)
     data = folders.load(data_dir, skip_unreadable=True, show_progress=False)
@@ -118,6 +120,69 @@ class FolderSourceTest(parameterized.TestCase):
     self.assertEqual(data.counts.tolist(), [4, 4, 4, 3, 4, 4])
     with self.assertRaisesRegex(ValueError, r'--image_size=32: --dataset=omniglot does not use'):
       Config(dataset='omniglot', algorithm='protonet', image_size=32).validate()
+
+
+  def write_split(self, data_dir, split):
+    with open(os.path.join(data_dir, 'splits.json'), 'w') as f:
+      json.dump(split, f)
+
+  def test_splits_json_must_name_every_class_once_and_nothing_else(self):
+    data_dir = write_classes(os.path.join(self.tmp, 'data'), classes=6)
+    path = os.path.join(data_dir, 'splits.json')
+    self.write_split(data_dir, {'train': ['class0', 'class1'], 'val': ['class2'],
+                                'test': ['class3']})
+    with self.assertRaisesRegex(ValueError, f"^{path} leaves out 2 classes of {data_dir}: "
+                                "'class4', 'class5'; put each class in train, val or test$"):
+      build_run(self.config(data_dir), show_progress=False)
+    self.write_split(data_dir, {'train': ['class0', 'class1', 'class1', 'class2'],
+                                'val': ['class3', 'class4'], 'test': ['class5', 'class4']})
+    with self.assertRaisesRegex(ValueError, f"^{path} names 2 classes more than once: "
+                                r"'class1' \(train, train\), 'class4' \(val, test\)$"):
+      build_run(self.config(data_dir), show_progress=False)
+    self.write_split(data_dir, {'train': ['class0', 'class1', 'class2', 'Class3'],
+                                'val': ['class4', 'cls9'], 'test': ['class5']})
+    with self.assertRaisesRegex(
+        ValueError, f"^{path} names 2 classes that are not class folders of {data_dir}: "
+        r"'Class3', 'cls9' \(classes are folder paths relative to it, such as 'class0'\); "
+        f"it leaves out 1 class of {data_dir}: 'class3'"):
+      build_run(self.config(data_dir), show_progress=False)
+    os.makedirs(os.path.join(data_dir, 'hollow'))
+    self.write_split(data_dir, {'train': ['class0', 'class1', 'class2', 'class3'],
+                                'val': ['class4', 'hollow'], 'test': ['class5']})
+    with self.assertRaisesRegex(ValueError, "names 1 class folder holding no readable image: "
+                                "'hollow'"):
+      build_run(self.config(data_dir), show_progress=False)
+
+  @parameterized.parameters(((0.5, 0.5, 0.2), '1.2 \\(120% of the classes\\)'),
+                            ((0.6, 0.2, 0.1), '0.9 \\(90% of the classes\\)'))
+  def test_split_fractions_must_sum_to_one(self, fractions, total):
+    data_dir = write_classes(os.path.join(self.tmp, 'data'), classes=10)
+    message = (f'split_fractions={",".join(map(str, fractions))}: the shares sum to {total}; '
+               'give train, val and test shares that sum to 1')
+    with self.assertRaisesRegex(ValueError, message):
+      folders.FoldersSettings(data_dir=data_dir, split_fractions=fractions).validate()
+    with self.assertRaisesRegex(ValueError, message):
+      build_run(self.config(data_dir, split_fractions=fractions), show_progress=False)
+    folders.FoldersSettings(split_fractions=(0.7, 0.2, 0.1)).validate()  # 0.9999999999999999
+
+  def test_unreadable_files_are_counted_in_words(self):
+    data_dir = write_classes(os.path.join(self.tmp, 'data'), classes=3)
+    for name in ('class0/a.png', 'class2/b.png'):
+      with open(os.path.join(data_dir, name), 'wb') as f:
+        f.write(b'not an image')
+    with self.assertRaisesRegex(ValueError, f'^2 files in data_dir={data_dir} are not readable '
+                                r'images: class0/a.png \(cannot identify image file\), '
+                                r'class2/b.png \(cannot identify image file\); fix or remove '
+                                'them, or pass skip_unreadable=True'):
+      folders.load(data_dir, show_progress=False)
+    data = folders.load(data_dir, skip_unreadable=True, show_progress=False)
+    self.assertEqual(data.skipped, ['class0/a.png', 'class2/b.png'])
+    self.assertEqual(list(data.why_skipped), ['cannot identify image file'] * 2)
+    single = os.path.join(self.tmp, 'single')
+    os.makedirs(os.path.join(single, 'only'))
+    with self.assertRaisesRegex(ValueError, f'^data_dir={single} holds 0 class folders of '
+                                r'images \(1 folder without images: only\)'):
+      folders.load(single, show_progress=False)
 
 
 @pytest.mark.omniglot

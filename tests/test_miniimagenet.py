@@ -28,8 +28,11 @@ class MiniImageNetTest(parameterized.TestCase):
       self.assertEqual(a.dtype, np.uint8)
       self.assertEqual(names_a, names_b)
       np.testing.assert_array_equal(a, b)
-    # The second load comes from the cache.
-    self.assertLen(os.listdir(os.path.join(tmp, 'cache')), 3)
+    # One cache per split, of the current pipeline's version (older ones are never read).
+    caches = sorted(os.listdir(os.path.join(tmp, 'cache')))
+    self.assertLen(caches, 3)
+    self.assertTrue(all(c.startswith(f'miniimagenet_{s}_v2_') for c, s in
+                        zip(caches, sorted(CLASSES))), caches)
 
   def test_missing_data_names_both_layouts(self):
     empty = self.create_tempdir().full_path

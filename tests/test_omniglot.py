@@ -33,12 +33,41 @@ class SourceTest(parameterized.TestCase):
     self.assertLess(a.images.mean(), 64)
     self.assertGreater(len(np.unique(a.images)), 50)
 
+  def test_zip_and_folder_give_the_same_class_names_and_split_fingerprints(self):
+    from metajax import run as run_lib  # pylint: disable=g-import-not-at-top
+    from metajax.config import Config  # pylint: disable=g-import-not-at-top
+    tmp = self.create_tempdir().full_path
+    layouts = [helpers.make_subset(helpers.OMNIGLOT_DIR, os.path.join(tmp, 'zips')),
+               helpers.make_subset(helpers.OMNIGLOT_DIR, os.path.join(tmp, 'folders'),
+                                   extract=True)]
+    lake = lambda chars: {'train': chars[:30], 'val': chars[30:40], 'test': chars[40:]}
+    seen = []
+    with absltest.mock.patch.object(splits, 'lake_characters', lake), \
+        absltest.mock.patch.dict(os.environ, {cache_lib.ENV_CACHE_DIR: os.path.join(tmp, 'c')}):
+      for data_dir in layouts:
+        source = run_lib.make_source(Config(dataset='omniglot', split='lake', data_dir=data_dir,
+                                            algorithm='protonet', train_ways=5).validate(),
+                                     False)
+        seen.append([(source.class_names(s), source.split_fingerprint(s))
+                     for s in splits.SUBSETS])
+        data = omniglot.load(data_dir, show_progress=False)
+        test = [c for c in data.characters[40:]]
+        files = omniglot.character_files(data_dir)
+        entries = sorted(e for c in test for e in files[c])
+        self.assertEqual(seen[-1][2], (test, hashlib.sha256(''.join(
+            f'{p}\t{s}\n' for p, s in entries).encode()).hexdigest()))
+        self.assertTrue(all(p.startswith('images_') and p.endswith('.png') for p, _ in entries))
+        self.assertIn('  val: 10 classes, 200 images, each example 28x28x1 after conversion',
+                      source.summary().splitlines())
+    self.assertEqual(seen[0], seen[1])
+
   def test_cache_is_used_then_rebuilt_when_the_source_changes(self):
     tmp = self.create_tempdir().full_path
     data_dir = helpers.make_subset(helpers.OMNIGLOT_DIR, os.path.join(tmp, 'data'), alphabets=1)
     cache = os.path.join(tmp, 'cache')
     first = omniglot.load(data_dir, cache_dir=cache, show_progress=False)
     self.assertLen(os.listdir(cache), 1)
+    self.assertTrue(os.listdir(cache)[0].startswith('omniglot_28px_v2_'))  # v1: another pipeline
     with absltest.mock.patch.object(omniglot, '_read_set', side_effect=AssertionError('rebuilt')):
       again = omniglot.load(data_dir, cache_dir=cache, show_progress=False)
     np.testing.assert_array_equal(first.images, again.images)
@@ -269,6 +298,7 @@ class TfdsTest(parameterized.TestCase):
   def test_tfds_source_under_mock_data(self):
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     from metajax import loop  # pylint: disable=g-import-not-at-top
+    from metajax import run as run_lib  # pylint: disable=g-import-not-at-top
     from metajax.config import Config  # pylint: disable=g-import-not-at-top
     rng = np.random.default_rng(0)
     # Background: 3 alphabets x 4 characters; evaluation: 2 x 3; 20 drawings each,
@@ -298,12 +328,27 @@ class TfdsTest(parameterized.TestCase):
                                       'character04')) for c in data.characters))
       self.assertGreater(data.images.max(), 200)  # strokes bright, as from the zips
       self.assertLess(data.images.mean(), 60)
+      # ProtoNets train 60-way on Omniglot by default; these 10 classes take 2.
       config = Config(dataset='omniglot', data_source='tfds', split='lake', algorithm='protonet',
-                      ways=2, shots=1, query=2, meta_batch_size=1, channels=4, num_steps=3,
-                      log_every=1, checkpoint_every=3, eval_tasks=4)
+                      ways=2, train_ways=2, shots=1, query=2, meta_batch_size=1, channels=4,
+                      num_steps=3, log_every=1, checkpoint_every=3, eval_tasks=4)
       with absltest.mock.patch.object(
           splits, 'lake_characters',
           lambda chars: {'train': chars[:10], 'val': chars[10:12], 'test': chars[12:]}):
         result = loop.train_and_evaluate(config, self.create_tempdir().full_path,
                                          show_progress=False)
-      self.assertEqual(result.records[0]['num_tasks'], 4)
+        self.assertEqual(result.records[0]['num_tasks'], 4)
+        # What was read, in words; class names with rotations as the sampler numbers them.
+        source = run_lib.make_source(config.replace(rotations=True).validate(), False)
+        summary = source.summary().splitlines()
+        names = source.class_names('val')
+      self.assertEqual(summary[:5], [
+          'Data: omniglot from tfds in ~/tensorflow_datasets',
+          '  train: 40 classes (10 characters, each at 4 rotations), 200 images, each example '
+          '28x28x1 after conversion',
+          '    200 RGB images converted to grayscale',
+          '    200 images inverted (dark on light made light on dark)',
+          '    200 images resized from 105x105 to 28x28'])
+      self.assertEqual(names, [f'{c}/rot{r}' for c in data.characters[10:12]
+                               for r in (0, 90, 180, 270)])
+      self.assertLen({source.split_fingerprint(s) for s in splits.SUBSETS}, 3)

@@ -71,6 +71,9 @@ class VariableEpisodeTest(parameterized.TestCase):
              max_support=4).validate()
     with self.assertRaisesRegex(ValueError, 'has 4 classes; Meta-Dataset episodes have at least 5'):
       variable.VariableEpisodeSampler(ragged_sampler([5, 5, 5, 5]))
+    with self.assertRaisesRegex(ValueError, 'the train split has 1 class; Meta-Dataset'):
+      variable.VariableEpisodeSampler(episodes.EpisodeSampler(
+          np.zeros((1, 4, 8, 8), np.uint8), np.zeros((1, 2), int), 1, 1, 1, 0))
 
 
 def episodes_first(split):

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 
 from metajax.data import variable
+from metajax.data.catalog import Catalog, count
 from metajax.data.source import EpisodeSpec
 from metajax.data.variable import stack
 from metajax.types import Split, Task
@@ -58,8 +59,8 @@ class EpisodeSampler:
     self.transform = transform
     ways_name, query_name = names
     if ways > len(self.classes):
-      raise ValueError(f'{ways_name}={ways}: the {name} split has only {len(self.classes)} '
-                       'classes')
+      raise ValueError(f'{ways_name}={ways}: the {name} split has only '
+                       f'{count(len(self.classes), "class")}')
     fewest = self.classes[np.argmin(self.counts[self.classes[:, 0]]), 0]
     if shots + query > self.counts[fewest]:
       which = (f'class {class_names[fewest]!r} of the {name} split has only'
@@ -146,12 +147,36 @@ class EpisodeSource:
       number of classes, matter only to a run that uses it).
     batch_size: tasks per meta-batch, or images per supervised batch.
     eval_images: images per evaluation chunk (bounds the memory of a chunk).
+    catalog: what the source read, split by split (`metajax.data.catalog`):
+      it answers `summary()`, `class_names(split)` and `split_fingerprint(split)`.
   """
 
   def __init__(self, train: EpisodeSampler, held_out: dict[str, Callable[[], EpisodeSampler]],
-               batch_size: int, eval_images: int):
+               batch_size: int, eval_images: int, catalog: Optional[Catalog] = None):
     self.train, self._held_out, self._samplers = train, held_out, {}
     self.batch_size, self.eval_images = batch_size, eval_images
+    self.catalog = catalog
+
+  def _catalog(self) -> Catalog:
+    if self.catalog is None:
+      raise ValueError(f'this {type(self).__name__} was built without a catalog of its data')
+    return self.catalog
+
+  def summary(self) -> str:
+    """What the source read, in plain words (several lines).
+
+    Each split's classes, images and example shape after conversion; what was
+    converted, resized and skipped (and why); class folders without images.
+    """
+    return self._catalog().summary()
+
+  def class_names(self, split: str) -> list[str]:
+    """The class names of `split` ('train', 'val' or 'test'), in its sampler's order."""
+    return self._catalog().class_names(split)
+
+  def split_fingerprint(self, split: str) -> str:
+    """sha256 of the sorted relative paths and sizes of the files of `split`'s classes."""
+    return self._catalog().split_fingerprint(split)
 
   def sampler(self, split: str) -> EpisodeSampler:
     """The episode sampler of `split` ('train', 'val' or 'test')."""

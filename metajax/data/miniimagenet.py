@@ -6,8 +6,9 @@
 
 - the split CSVs of Ravi & Larochelle, `train.csv`, `val.csv`, `test.csv`
   (header `filename,label`), beside a folder `images/` holding the files they
-  name; images are converted to RGB and resized to 84x84 (Lanczos), then kept
-  in a uint8 cache that is rebuilt when the CSVs or images change;
+  name; images are converted to RGB and resized to 84x84 (Lanczos) by
+  `metajax.data.images`, then kept in a uint8 cache that is rebuilt when the
+  CSVs or images change;
 - the widely used pickle caches `mini-imagenet-cache-{train,val,test}.pkl`,
   each a dict with `image_data` (uint8 [N, 84, 84, 3]) and `class_dict`
   (class name -> list of row indices).
@@ -28,17 +29,15 @@ import functools
 import hashlib
 import os
 import pickle
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
-from PIL import Image
 import tqdm
 
 from metajax import settings as settings_lib
-from metajax.data import episodes, registry
+from metajax.data import catalog, episodes, images as images_lib, registry
 from metajax.data.source import EpisodeSpec
 from metajax.settings import setting
-from metajax.data.cache import default_cache_dir, save_npz
 
 ENV_DATA_DIR = 'METAJAX_MINIIMAGENET_DIR'
 SUBSETS = ('train', 'val', 'test')
@@ -66,17 +65,28 @@ def detect_format(data_dir: str) -> str:
       'mini-imagenet-cache-train.pkl, -val.pkl and -test.pkl (see the README).')
 
 
+class SplitImages(NamedTuple):
+  """One split as read."""
+  classes: list[str]       # class ids (wnids), sorted
+  images: np.ndarray       # uint8 [classes, per class, 84, 84, 3]
+  files: list[tuple[str, int]]  # (path relative to data_dir, size in bytes) of its files
+  provenance: Optional[images_lib.Provenance] = None  # images' modes and sizes as found (CSV)
+
+
 def _group(labels: list[str], images: np.ndarray, where: str):
+  """(classes, images [classes, per class, ...], the rows of `images` in that order)."""
   classes = sorted(set(labels))
   index = {c: [i for i, l in enumerate(labels) if l == c] for c in classes}
   counts = {len(v) for v in index.values()}
   if len(counts) != 1:
     raise ValueError(f'{where}: classes have different numbers of images ({sorted(counts)})')
-  return classes, np.stack([images[index[c]] for c in classes])
+  return classes, np.stack([images[index[c]] for c in classes]), np.concatenate(
+      [index[c] for c in classes])
 
 
-def _load_pickle(data_dir: str, subset: str):
-  path = os.path.join(data_dir, f'mini-imagenet-cache-{subset}.pkl')
+def _load_pickle(data_dir: str, subset: str) -> SplitImages:
+  name = f'mini-imagenet-cache-{subset}.pkl'
+  path = os.path.join(data_dir, name)
   try:
     with open(path, 'rb') as f:
       data = pickle.load(f)
@@ -87,52 +97,64 @@ def _load_pickle(data_dir: str, subset: str):
   if images.shape[1:] != (SIZE, SIZE, 3):
     raise ValueError(f'{path}: images of shape {images.shape[1:]}, expected (84, 84, 3)')
   labels = [''] * len(images)
-  for name, rows in class_dict.items():
+  for label, rows in class_dict.items():
     for row in rows:
-      labels[row] = name
-  return _group(labels, images, path)
+      labels[row] = label
+  classes, grouped, _ = _group(labels, images, path)
+  return SplitImages(classes, grouped, [(name, os.path.getsize(path))])
 
 
-def _load_csv(data_dir: str, subset: str, cache_dir: str, show_progress: bool):
+def _load_csv(data_dir: str, subset: str, cache_dir: Optional[str],
+              show_progress: bool) -> SplitImages:
   path = os.path.join(data_dir, f'{subset}.csv')
   with open(path, newline='') as f:
     rows = [r for r in csv.reader(f) if r]
   if not rows or [c.strip() for c in rows[0]] != ['filename', 'label']:
     raise ValueError(f'{path}: expected a header "filename,label"')
   rows = rows[1:]
-  digest = hashlib.sha256(open(path, 'rb').read())
-  for name, _ in rows:
-    stat = os.stat(os.path.join(data_dir, 'images', name))
-    digest.update(f'{name}:{stat.st_size}:{stat.st_mtime_ns}'.encode())
-  fingerprint = digest.hexdigest()
-  cache = os.path.join(cache_dir, f'miniimagenet_{subset}_{fingerprint[:16]}.npz')
-  if os.path.exists(cache):
-    with np.load(cache) as f:
-      return list(f['classes']), f['images']
+  with open(path, 'rb') as f:
+    listing = f.read()
+  names = [f'images/{name}' for name, _ in rows]
+  fingerprint = images_lib.files_fingerprint(data_dir, names,
+                                             hashlib.sha256(listing).hexdigest())
+  files = [(f'{subset}.csv', len(listing))] + [
+      (n, os.path.getsize(os.path.join(data_dir, n))) for n in names]
+  cache = images_lib.cache_file(f'miniimagenet_{subset}', fingerprint, cache_dir)
+  cached = images_lib.read_cache(cache, fingerprint)
+  if cached is not None:
+    arrays, meta = cached
+    return SplitImages(meta['classes'], arrays['images'], files,
+                       images_lib.Provenance.from_arrays(arrays))
+  decoder = images_lib.Decoder(images_lib.Conversion('RGB', SIZE))
   images = np.zeros((len(rows), SIZE, SIZE, 3), np.uint8)
-  for i, (name, _) in enumerate(tqdm.tqdm(rows, desc=f'miniimagenet {subset}',
-                                          disable=not show_progress, mininterval=2)):
+  for i, name in enumerate(tqdm.tqdm(names, desc=f'miniimagenet {subset}',
+                                     disable=not show_progress, mininterval=2)):
     try:
-      with Image.open(os.path.join(data_dir, 'images', name)) as image:
-        image = image.convert('RGB')
-        if image.size != (SIZE, SIZE):
-          image = image.resize((SIZE, SIZE), Image.LANCZOS)
-        images[i] = np.asarray(image)
-    except OSError as e:
-      raise ValueError(f'{os.path.join(data_dir, "images", name)} is not a readable image '
-                       f'({e})') from e
-  classes, grouped = _group([label for _, label in rows], images, path)
-  save_npz(cache, images=grouped, classes=np.array(classes))
-  return classes, grouped
+      images[i] = decoder(os.path.join(data_dir, name))
+    except images_lib.UNREADABLE as e:
+      raise ValueError(f'{os.path.join(data_dir, name)} is not a readable image '
+                       f'({images_lib.reason(e)})') from e
+  classes, grouped, order = _group([label for _, label in rows], images, path)
+  provenance = decoder.provenance().take(order)
+  images_lib.write_cache(cache, fingerprint, {'classes': classes}, images=grouped,
+                         **provenance.to_arrays())
+  return SplitImages(classes, grouped, files, provenance)
+
+
+def load_split(subset: str, data_dir: Optional[str] = None, cache_dir: Optional[str] = None,
+               show_progress: bool = True) -> SplitImages:
+  """One split: its class ids, uint8 images [classes, per class, 84, 84, 3] and files."""
+  data_dir = data_dir or default_data_dir()
+  if detect_format(data_dir) == 'pickle':
+    return _load_pickle(data_dir, subset)
+  return _load_csv(data_dir, subset, cache_dir, show_progress)
 
 
 def load(subset: str, data_dir: Optional[str] = None, cache_dir: Optional[str] = None,
          show_progress: bool = True) -> tuple[list[str], np.ndarray]:
   """(class names, uint8 images [classes, per class, 84, 84, 3]) of one split."""
-  data_dir = data_dir or default_data_dir()
-  if detect_format(data_dir) == 'pickle':
-    return _load_pickle(data_dir, subset)
-  return _load_csv(data_dir, subset, cache_dir or default_cache_dir(), show_progress)
+  split = load_split(subset, data_dir, cache_dir, show_progress)
+  return split.classes, split.images
 
 
 def normalize(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -181,17 +203,36 @@ class MiniImageNetSettings(settings_lib.Section):
 def make_source(settings: MiniImageNetSettings, spec: EpisodeSpec,
                 show_progress: bool = True) -> episodes.EpisodeSource:
   """Episodes of the Ravi & Larochelle split; `settings.augment` augments training episodes."""
+  data_dir = settings.data_dir or default_data_dir()
+  split_images = functools.cache(
+      lambda subset: load_split(subset, data_dir, show_progress=show_progress))
 
   def sampler(subset, seed, transform):
-    _, images = load(subset, settings.data_dir, show_progress=show_progress)
+    images = split_images(subset).images
     classes = np.stack([np.arange(len(images)), np.zeros(len(images), np.int64)], -1)
     return episodes.make_sampler(spec, subset, images, classes, seed,
                                  name=f'miniimagenet {subset}', transform=transform)
 
+  def split_info(subset):
+    data = split_images(subset)
+    notes = ([] if data.provenance is None else
+             images_lib.describe(data.provenance, images_lib.Conversion('RGB', SIZE)))
+    return catalog.SplitInfo(list(data.classes), int(np.prod(data.images.shape[:2])),
+                             catalog.fingerprint(data.files), tuple(notes))
+
+  layout = ('the split CSVs and images/' if detect_format(data_dir) == 'csv'
+            else 'the pickle caches')
+  notes = ['inputs normalised per channel with the miniImageNet mean and standard deviation']
+  if settings.augment:
+    notes.append('training images cropped at random (8-pixel padding) and flipped '
+                 '(augment=True)')
   held_out = {split: functools.partial(sampler, split, seed, normalize)
               for split, seed in registry.EVAL_SEEDS.items()}
   train = sampler('train', spec.seed, augment if settings.augment else normalize)
-  return episodes.EpisodeSource(train, held_out, spec.batch_size, eval_images=1600)
+  return episodes.EpisodeSource(
+      train, held_out, spec.batch_size, eval_images=1600,
+      catalog=catalog.Catalog(f'miniimagenet from {data_dir} ({layout})', (SIZE, SIZE, 3),
+                              split_info, notes))
 
 
 SPEC = registry.register(registry.DatasetSpec(

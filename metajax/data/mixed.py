@@ -11,6 +11,7 @@ Each source reads its own default folder (`folders:DIR` names its own);
 """
 
 import dataclasses
+import hashlib
 from typing import Optional
 
 import numpy as np
@@ -77,6 +78,27 @@ class MixedSource(episodes.EpisodeSource):
     """Held-out tasks of every source in turn (`Run.evaluate` scores each source alone)."""
     for source in self.parts.values():
       yield from source.eval_batches(split, num_tasks)
+
+  def summary(self) -> str:
+    """Each source's summary, indented under one line."""
+    lines = [f'Data: {len(self.parts)} sources; each training episode from one of them, drawn '
+             'uniformly']
+    for source in self.parts.values():
+      part = source.summary().splitlines()
+      lines += ['  ' + part[0].removeprefix('Data: ')] + ['  ' + line for line in part[1:]]
+    return '\n'.join(lines)
+
+  def class_names(self, split: str) -> list[str]:
+    """'<source>:<class>' of every source's classes of `split`, source by source."""
+    return [f'{part}:{name}' for part, source in self.parts.items()
+            for name in source.class_names(split)]
+
+  def split_fingerprint(self, split: str) -> str:
+    """sha256 of the sources' names and split fingerprints."""
+    digest = hashlib.sha256()
+    for part, source in self.parts.items():
+      digest.update(f'{part}\t{source.split_fingerprint(split)}\n'.encode())
+    return digest.hexdigest()
 
 
 def spec(name: str) -> registry.DatasetSpec:

@@ -5,10 +5,11 @@ The official release is two zips, `images_background.zip` (964 characters) and
 `images_<set>/<Alphabet>/characterNN/IIII_DD.png`: 105x105 1-bit drawings,
 white paper = 1, stroke = 0. Either zip may also be present extracted, as the
 folder `images_<set>/`. metajax loads all 1623 characters x 20 drawings,
-inverts them (stroke = 1), resizes 105 -> 28 with anti-aliasing (Lanczos) and
-keeps the result as uint8 in a cache file that is rebuilt when the source
-files change. The cache is written to a temporary file and renamed, so a
-failed build never leaves a half-built cache behind.
+inverts them (stroke = 1), resizes 105 -> 28 with anti-aliasing (Lanczos),
+all through `metajax.data.images`, and keeps the result as uint8 in a cache
+file that is rebuilt when the source files change. The cache is written to a
+temporary file and renamed, so a failed build never leaves a half-built cache
+behind. `source.summary()` says what was read and converted, split by split.
 
 References:
   Lake, Salakhutdinov & Tenenbaum, "Human-level concept learning through
@@ -18,8 +19,6 @@ References:
 import dataclasses
 import functools
 import hashlib
-import io
-import json
 import os
 import zipfile
 from typing import Optional
@@ -29,15 +28,15 @@ from PIL import Image
 import tqdm
 
 from metajax import settings as settings_lib
-from metajax.data import episodes, registry, splits
+from metajax.data import catalog, episodes, images as images_lib, registry, splits
+from metajax.data.catalog import count
 from metajax.data.source import EpisodeSpec
 from metajax.settings import setting
-from metajax.data.cache import default_cache_dir, save_npz
 from metajax.data.omniglot_download import (ARCHIVES, ENV_DATA_DIR, IMAGES_PER_CHARACTER, SETS,
-                                            URL, Omniglot, download, preprocess)
+                                            URL, Omniglot, conversion, download, preprocess)
 from metajax.data.omniglot_tfds import load_tfds
 
-CACHE_VERSION = 1
+CACHE_VERSION = images_lib.CACHE_VERSION  # 2: the one image pipeline (1: its own)
 
 
 def default_data_dir() -> str:
@@ -75,7 +74,31 @@ def _fingerprint(paths: list[str]) -> str:
   return digest.hexdigest()
 
 
-def _read_set(path: str, image_set: str, size: int, show_progress: bool):
+def _entries(path: str) -> list[tuple[str, int]]:
+  """(name, size in bytes) of the drawings in one zip or folder, names as in the zip."""
+  if os.path.isfile(path):
+    with zipfile.ZipFile(path) as archive:
+      return [(i.filename, i.file_size) for i in archive.infolist()
+              if i.filename.endswith('.png')]
+  entries = []
+  for root, _, files in os.walk(path):
+    rel = os.path.relpath(root, os.path.dirname(path))
+    entries += [(f'{rel}/{f}'.replace(os.sep, '/'), os.path.getsize(os.path.join(root, f)))
+                for f in files if f.endswith('.png')]
+  return entries
+
+
+def character_files(data_dir: str) -> dict[str, list[tuple[str, int]]]:
+  """{'<set>/<Alphabet>/characterNN': [(file name as in the zip, size in bytes)]}."""
+  found: dict[str, list[tuple[str, int]]] = {}
+  for image_set in SETS:
+    for name, size in _entries(_source(data_dir, image_set)):
+      parts = name.split('/')
+      found.setdefault(f'{image_set}/{parts[1]}/{parts[2]}', []).append((name, size))
+  return found
+
+
+def _read_set(path: str, image_set: str, decoder: images_lib.Decoder, show_progress: bool):
   """(characters, images uint8 [n, 20, size, size]) of one zip or folder."""
   prefix = f'images_{image_set}/'
   if os.path.isfile(path):
@@ -88,10 +111,7 @@ def _read_set(path: str, image_set: str, size: int, show_progress: bool):
     read = archive.read
   else:
     archive = None
-    names = []
-    for root, _, files in os.walk(path):
-      rel = os.path.relpath(root, os.path.dirname(path))
-      names += [f'{rel}/{f}'.replace(os.sep, '/') for f in files if f.endswith('.png')]
+    names = [n for n, _ in _entries(path)]
     base = os.path.dirname(path)
 
     def read(name):
@@ -108,16 +128,17 @@ def _read_set(path: str, image_set: str, size: int, show_progress: bool):
   if not by_character:
     raise ValueError(f'{path} holds no Omniglot images')
   characters = sorted(by_character)
+  size = decoder.conversion.size
   images = np.zeros((len(characters), IMAGES_PER_CHARACTER, size, size), np.uint8)
   try:
     for c, character in enumerate(tqdm.tqdm(characters, desc=f'omniglot {image_set}',
                                             disable=not show_progress, mininterval=2)):
       files = sorted(by_character[character])
       if len(files) != IMAGES_PER_CHARACTER:
-        raise ValueError(f'{path}: {character} has {len(files)} drawings, expected '
+        raise ValueError(f'{path}: {character} has {count(len(files), "drawing")}, expected '
                          f'{IMAGES_PER_CHARACTER}')
       for i, name in enumerate(files):
-        images[c, i] = preprocess(Image.open(io.BytesIO(read(name))), size)
+        images[c, i] = decoder(read(name))[..., 0]
   except (zipfile.BadZipFile, OSError, EOFError) as e:
     raise ValueError(f'{path} is truncated or corrupt ({type(e).__name__}: {e}); '
                      'delete it and download it again') from e
@@ -159,22 +180,21 @@ def load(data_dir: Optional[str] = None, cache_dir: Optional[str] = None, size: 
     download(data_dir, show_progress=show_progress)
   sources = [_source(data_dir, s) for s in SETS]
   fingerprint = _fingerprint(sources)
-  cache_dir = cache_dir or default_cache_dir()
-  cache = os.path.join(cache_dir, f'omniglot_{size}px_v{CACHE_VERSION}_{fingerprint[:16]}.npz')
-  if os.path.exists(cache):
-    try:
-      with np.load(cache) as f:
-        if str(f['fingerprint']) == fingerprint:
-          return Omniglot(f['images'], json.loads(str(f['characters'])), fingerprint)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-      pass  # an unreadable cache is rebuilt
+  cache = images_lib.cache_file(f'omniglot_{size}px', fingerprint, cache_dir)
+  cached = images_lib.read_cache(cache, fingerprint)
+  if cached is not None:
+    arrays, meta = cached
+    return Omniglot(arrays['images'], meta['characters'], fingerprint,
+                    images_lib.Provenance.from_arrays(arrays))
   characters, images = [], []
+  decoder = images_lib.Decoder(conversion(size))
   for path, image_set in zip(sources, SETS):
-    names, array = _read_set(path, image_set, size, show_progress)
+    names, array = _read_set(path, image_set, decoder, show_progress)
     characters += names
     images.append(array)
-  data = Omniglot(np.concatenate(images), characters, fingerprint)
-  save_npz(cache, images=data.images, characters=json.dumps(characters), fingerprint=fingerprint)
+  data = Omniglot(np.concatenate(images), characters, fingerprint, decoder.provenance())
+  images_lib.write_cache(cache, fingerprint, {'characters': characters}, images=data.images,
+                         **data.provenance.to_arrays())
   return data
 
 
@@ -231,13 +251,24 @@ class OmniglotSettings(settings_lib.Section):
     return self.replace(rotations=rotations)
 
 
+def class_names(characters: list[str], classes: np.ndarray, rotations: bool) -> list[str]:
+  """The names of `classes` [n, 2] (character, quarter turns), '<character>/rot90' if rotated."""
+  if not rotations:
+    return [characters[c] for c, _ in classes]
+  return [f'{characters[c]}/rot{90 * t}' for c, t in classes]
+
+
 def make_source(settings: OmniglotSettings, spec: EpisodeSpec,
                 show_progress: bool = True) -> episodes.EpisodeSource:
   """Episodes of `settings.split`'s classes, from the files or from tfds."""
   if settings.data_source == 'tfds':
     data = load_tfds(settings.data_dir, show_progress=show_progress)
+    title = f'omniglot from tfds in {settings.data_dir or "~/tensorflow_datasets"}'
   else:
     data = load(settings.data_dir, show_progress=show_progress)
+    data_dir = settings.data_dir or default_data_dir()
+    title = f'omniglot from {data_dir}'
+    files = functools.cache(lambda: character_files(data_dir))
   split, rotations = settings.split, settings.resolved().rotations
 
   def sampler(subset, seed):
@@ -246,10 +277,34 @@ def make_source(settings: OmniglotSettings, spec: EpisodeSpec,
         seed, name=f'{split} {subset}',
         transform=augment if settings.augment and subset == 'train' else None)
 
+  def split_info(subset):
+    classes = splits.classes(data.characters, split, subset, rotations)
+    chars = np.unique(classes[:, 0])
+    per = data.images.shape[1]
+    notes = []
+    if data.provenance is not None:
+      rows = (chars[:, None] * per + np.arange(per)).ravel()
+      notes = images_lib.describe(data.provenance.take(rows), conversion(data.images.shape[-1]))
+    if settings.data_source == 'tfds':
+      digest = hashlib.sha256(repr([data.characters[c] for c in chars]).encode())
+      digest.update(np.ascontiguousarray(data.images[chars]).tobytes())
+      fingerprint = digest.hexdigest()
+    else:
+      fingerprint = catalog.fingerprint(e for c in chars for e in files()[data.characters[c]])
+    detail = f'{count(len(chars), "character")}, each at 4 rotations' if rotations else ''
+    return catalog.SplitInfo(class_names(data.characters, classes, rotations),
+                             len(chars) * per, fingerprint, tuple(notes), detail)
+
+  notes = [f'classes: the characters of the {split} split'
+           + (', each rotated by 0, 90, 180 and 270 degrees' if rotations else '')]
+  if settings.augment:
+    notes.append('training images shifted at random by up to 2 pixels (augment=True)')
   held_out = {split: functools.partial(sampler, split, seed)
               for split, seed in registry.EVAL_SEEDS.items()}
+  size = data.images.shape[-1]
   return episodes.EpisodeSource(sampler('train', spec.seed), held_out, spec.batch_size,
-                                eval_images=4000)
+                                eval_images=4000,
+                                catalog=catalog.Catalog(title, (size, size, 1), split_info, notes))
 
 
 SPEC = registry.register(registry.DatasetSpec(

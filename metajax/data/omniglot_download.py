@@ -11,6 +11,8 @@ import numpy as np
 from PIL import Image
 import tqdm
 
+from metajax.data import images as images_lib
+
 SETS = ('background', 'evaluation')
 ARCHIVES = tuple(f'images_{s}.zip' for s in SETS)
 URL = 'https://github.com/brendenlake/omniglot/raw/master/python/'
@@ -24,14 +26,18 @@ class Omniglot(NamedTuple):
   images: np.ndarray      # uint8 [1623, 20, size, size], stroke = 255
   characters: list[str]   # '<set>/<Alphabet>/characterNN', background first
   fingerprint: str        # sha256 of the source files it was built from
+  # Each drawing's mode and size as found, in the order of `images` (c * 20 + i).
+  provenance: Optional[images_lib.Provenance] = None
+
+
+def conversion(size: int = 28) -> images_lib.Conversion:
+  """Grayscale, inverted (strokes bright on a dark ground), resized to `size` squares."""
+  return images_lib.Conversion('L', size, invert=True)
 
 
 def preprocess(image: Image.Image, size: int = 28) -> np.ndarray:
   """An official drawing (paper = 1, stroke = 0) -> uint8 [size, size], stroke = 255."""
-  strokes = 255 - np.asarray(image.convert('L'), dtype=np.uint8)
-  if strokes.shape != (size, size):
-    strokes = np.asarray(Image.fromarray(strokes).resize((size, size), Image.LANCZOS))
-  return strokes
+  return conversion(size).apply(image)[..., 0]
 
 
 def missing_sets(data_dir: str) -> list[str]:

@@ -91,6 +91,10 @@ class TaskSource(Protocol):
 
   Training batches are a pure function of (seed, step), so a resumed run sees
   the same tasks; held-out batches are the same for every run.
+
+  Optional capabilities, checked with `isinstance`: `DataSummary` (what the
+  source read, in plain words) and, for class-based sources, `ClassSplits`
+  (each split's class names and a fingerprint of its files).
   """
 
   def batches(self, start: int, stop: int, share=None) -> Iterator[Task]:
@@ -98,3 +102,26 @@ class TaskSource(Protocol):
 
   def eval_batches(self, split: str, num_tasks: int) -> Iterator[Task]:
     """`num_tasks` held-out tasks of `split` ('val' or 'test'), in chunks."""
+
+
+@runtime_checkable
+class DataSummary(Protocol):
+  """An optional capability of a `TaskSource`: what it read, in plain words."""
+
+  def summary(self) -> str:
+    """Several lines of plain words.
+
+    Each split's classes, images and example shape after conversion; what was
+    converted, resized and skipped (and why); class folders without images.
+    """
+
+
+@runtime_checkable
+class ClassSplits(Protocol):
+  """An optional capability of class-based `TaskSource`s: the classes and files of each split."""
+
+  def class_names(self, split: str) -> list[str]:
+    """The class names of `split` ('train', 'val', 'test'), in its sampler's order."""
+
+  def split_fingerprint(self, split: str) -> str:
+    """sha256 of the sorted relative paths and sizes of the files of `split`'s classes."""

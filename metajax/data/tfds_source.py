@@ -19,18 +19,15 @@ size if square, else 84) and kept grayscale or RGB as stored (or forced by
 
 import dataclasses
 import hashlib
-import json
 import os
 from typing import Optional
 
 import numpy as np
-from PIL import Image
 import tqdm
 
 from metajax import settings as settings_lib
-from metajax.data import cache, folders, registry
+from metajax.data import folders, images as images_lib, registry
 from metajax.settings import setting
-from metajax.data.cache import default_cache_dir
 
 CIFAR_FS = {  # Bertinetto et al. 2019; train: the other 64 classes
     'val': ['beaver', 'otter', 'flatfish', 'shark', 'lamp', 'television', 'beetle', 'butterfly',
@@ -46,6 +43,8 @@ FC100 = {  # Oreshkin et al. 2018, superclasses; train: the other 12
     'test': ['aquatic_mammals', 'insects', 'medium_mammals', 'people'],
 }
 CLASS_SPLITS = {'cifar100': ('cifar_fs', 'fc100', 'random')}
+SPLIT_NAMES = {'cifar_fs': 'CIFAR-FS (Bertinetto et al. 2019): 64 / 16 / 20 classes',
+               'fc100': 'FC100 (Oreshkin et al. 2018): 12 / 4 / 4 superclasses'}
 
 
 def load(name: str, data_dir: Optional[str] = None, image_size: Optional[int] = None,
@@ -71,33 +70,38 @@ def load(name: str, data_dir: Optional[str] = None, image_size: Optional[int] = 
   size = image_size or (shape[0] if shape[0] and shape[0] == shape[1] else 84)
   key = hashlib.sha256(repr((name, str(info.version), os.path.abspath(data_dir or '~'),
                              [len(s) for s in sources], size, channels)).encode()).hexdigest()
-  path = os.path.join(default_cache_dir(), f'tfds_{name}_{key[:16]}.npz')
-  if os.path.exists(path):
-    with np.load(path) as f:
-      return (folders.ClassImages(f['images'], f['counts'], json.loads(str(f['classes'])), []),
-              json.loads(str(f['superclasses'])))
+  path = images_lib.cache_file(f'tfds_{name}', key)
+  cached = images_lib.read_cache(path, key)
+  if cached is not None:
+    arrays, meta = cached
+    return (folders.ClassImages(arrays['images'], arrays['counts'], meta['classes'], [],
+                                provenance=images_lib.Provenance.from_arrays(arrays),
+                                conversion=images_lib.Conversion(**meta['conversion'])),
+            meta['superclasses'])
   coarse = list(features['coarse_label'].names) if 'coarse_label' in features else None
+  decoder = images_lib.Decoder(images_lib.Conversion.of(channels, size))
   by_class, superclass = {}, {}
   for split, source in zip(splits, sources):
     for i in tqdm.trange(len(source), desc=f'tfds {name} {split}', disable=not show_progress,
                          mininterval=2):
       example = source[i]
-      image = Image.fromarray(np.asarray(example['image']).squeeze())
-      image = image.convert('L' if channels == 1 else 'RGB')
-      if image.size != (size, size):
-        image = image.resize((size, size), Image.LANCZOS)
+      row = len(decoder)  # this image's row of the decoder's provenance
       label = int(example['label'])
-      array = np.asarray(image, np.uint8)
-      by_class.setdefault(label, []).append(array[..., None] if array.ndim == 2 else array)
+      by_class.setdefault(label, []).append((row, decoder(np.asarray(example['image']))))
       if coarse is not None:
         superclass[label] = coarse[int(example['coarse_label'])]
   labels = sorted(by_class)
-  data = folders.ClassImages(np.stack([a for l in labels for a in by_class[l]]),
+  order = np.array([row for l in labels for row, _ in by_class[l]])
+  data = folders.ClassImages(np.stack([a for l in labels for _, a in by_class[l]]),
                              np.array([len(by_class[l]) for l in labels]),
-                             [names[l] for l in labels], [])
+                             [names[l] for l in labels], [],
+                             provenance=decoder.provenance().take(order),
+                             conversion=decoder.conversion)
   supers = [superclass[l] for l in labels] if coarse is not None else None
-  cache.save_npz(path, images=data.images, counts=data.counts, classes=json.dumps(data.classes),
-                 superclasses=json.dumps(supers))
+  images_lib.write_cache(
+      path, key, {'classes': data.classes, 'superclasses': supers,
+                  'conversion': dataclasses.asdict(data.conversion)},
+      images=data.images, counts=data.counts, **data.provenance.to_arrays())
   return data, supers
 
 
@@ -134,9 +138,12 @@ def spec_for(name: str) -> registry.DatasetSpec:
     data, supers = load(name, settings.data_dir, settings.image_size, settings.image_channels,
                         show_progress)
     split = settings.split
+    note = (folders.seeded_note(settings.split_fractions) if split == 'random' else
+            f'classes split as {SPLIT_NAMES[split]}')
+    folder = settings.data_dir or '~/tensorflow_datasets'
     source = folders.episode_source(
         spec, data, class_split(name, split, data.classes, supers, settings.split_fractions),
-        f'tfds:{name} {split}')
+        f'tfds:{name} {split}', title=f'tfds:{name} from {folder}', notes=[note])
     source.split_fractions = (settings.split_fractions or folders.DEFAULT_FRACTIONS
                               if split == 'random' else None)
     return source

@@ -29,6 +29,7 @@ import math
 
 import numpy as np
 
+from metajax.data.catalog import count
 from metajax.types import Split, Task
 
 MIN_WAYS = 5
@@ -63,12 +64,14 @@ class VariableEpisodeSampler:
   def __init__(self, base, max_ways: int = 50, max_support: int = 500, seed: int = 0):
     classes = len(base.classes)
     if classes < MIN_WAYS:
-      raise ValueError(f'episodes=variable: the {base.name} split has {classes} classes; '
-                       f'Meta-Dataset episodes have at least {MIN_WAYS} ways')
+      raise ValueError(f'episodes=variable: the {base.name} split has '
+                       f'{count(classes, "class")}; Meta-Dataset episodes have at least '
+                       f'{MIN_WAYS} ways')
     fewest = int(base.counts[base.classes[:, 0]].min())
     if fewest < 2:
-      raise ValueError(f'episodes=variable: a class of the {base.name} split has {fewest} '
-                       'image; an episode needs one support and one query image per class')
+      raise ValueError(f'episodes=variable: a class of the {base.name} split has '
+                       f'{count(fewest, "image")}; an episode needs one support and one query '
+                       'image per class')
     self.base, self.seed = base, seed
     self.max_ways, self.max_support = min(max_ways, classes), max_support
     # For evaluation chunking, as EpisodeSampler: the largest episode.
