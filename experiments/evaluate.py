@@ -23,6 +23,7 @@ from absl import logging
 from metajax import cli
 from metajax import evaluate
 from metajax import rundir
+from metajax.data.source import DataSummary
 
 flags.DEFINE_string('workdir', None, 'run directory written by train.py', required=True)
 flags.DEFINE_integer('num_tasks', 600, 'held-out tasks')
@@ -36,6 +37,8 @@ flags.DEFINE_integer('shots', None, 'test with other shots than trained (protone
 flags.DEFINE_string('data_dir', None, 'the data folder (default: the one the run recorded in '
                     'config.json)')
 flags.DEFINE_string('data_source', None, 'files | tfds (default: the run\'s)')
+flags.DEFINE_bool('new_data', False, 'score the data as it is now even if its class split '
+                  'differs from the one the run recorded (a separate record in eval.json)')
 flags.DEFINE_string('out', None, 'JSON file the records are added to (default: the run\'s '
                     'eval.json)')
 FLAGS = flags.FLAGS
@@ -59,6 +62,13 @@ def main(argv):
       if any(s < 0 for s in steps):
         raise ValueError(f'--inner_steps={",".join(FLAGS.inner_steps)}: must be >= 0')
     run = run.for_episodes(FLAGS.ways, FLAGS.shots, steps, show_progress=True)
+    if isinstance(run.source, DataSummary):
+      print(run.source.summary(), file=sys.stderr)
+    if not FLAGS.new_data:
+      rundir.check_classes(
+          rundir.locate(FLAGS.workdir)[0], rundir.class_record(run.source),
+          'Restore the data the run was trained on, or pass --new_data to score the data as '
+          'it is now (recorded beside the run\'s own records).')
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f'error: {cli.flag_words(e)}')
   workdir, _ = rundir.locate(FLAGS.workdir)

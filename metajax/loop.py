@@ -18,6 +18,7 @@ import jax
 from metajax import hooks, interrupts, parallel, progress as progress_lib, rundir
 from metajax.checkpoint import Checkpointer
 from metajax.config import Config
+from metajax.data.source import DataSummary
 from metajax.run import Run, build_run
 from metajax.step import TrainState, raise_if_nonfinite
 from metajax.writers import MetricWriter
@@ -106,6 +107,10 @@ def train_and_evaluate(config: Config, workdir: str, show_progress: bool = True)
   run = build_run(config, show_progress=show_progress and primary)
   config = run.config
   rundir.check_workdir(config, workdir)
+  rundir.check_classes(workdir, rundir.class_record(run.source),
+                       'Resume the run on the data it trained on, or train in a new --workdir.')
+  if show_progress and primary and isinstance(run.source, DataSummary):
+    progress_lib.say(run.source.summary())
   multiprocess = jax.process_count() > 1
   share = parallel.process_share(config.meta_batch_size) if multiprocess else None
   if multiprocess and run.supervised:
@@ -126,6 +131,8 @@ def _train(run: Run, workdir: str, show_progress: bool, primary: bool, share) ->
   talk = show_progress and primary
   if primary:
     rundir.write_config(config, workdir)
+    if rundir.read_classes(workdir) is None:
+      rundir.write_classes(workdir, rundir.class_record(run.source))
   state = run.init_state()
   mesh = None
   if jax.device_count() > 1 or config.mesh_shape:

@@ -19,6 +19,7 @@ from metajax import evaluate, precision, progress, step as step_lib
 from metajax.algorithms import ALGORITHMS
 from metajax.data import DATASETS
 from metajax.config import Config
+from metajax.data.source import ClassSplits
 from metajax.learner import MetaLearner
 from metajax.optimizers import meta_optimizer
 from metajax.types import LossFn, Params, Task
@@ -119,6 +120,8 @@ class Run:
                                  jax.random.PRNGKey(0), config.eval_inner_steps)
         for r in part:
           r.update({'source': name} if name is not None else {})
+          if isinstance(source, ClassSplits):  # which files were scored
+            r['data'] = source.split_fingerprint(split)
         records += part
     finally:
       bar.close()

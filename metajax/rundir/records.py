@@ -6,10 +6,72 @@ from typing import Optional
 
 from metajax import settings
 from metajax.config import Config, differing_fields
+from metajax.data.source import ClassSplits
+
+CLASSES = 'classes.json'
+SPLITS = ('train', 'val', 'test')
 
 
 class ConfigMismatchError(ValueError):
   """A workdir holds a run whose settings differ from the requested ones."""
+
+
+class DataChangedError(ValueError):
+  """The data's class split differs from the one a run recorded."""
+
+
+def class_record(source) -> Optional[dict]:
+  """{split: {'fingerprint', 'classes'}} of a class-based source (None: it has no classes)."""
+  if not isinstance(source, ClassSplits):
+    return None
+  return {split: {'fingerprint': source.split_fingerprint(split),
+                  'classes': list(source.class_names(split))} for split in SPLITS}
+
+
+def read_classes(workdir: str) -> Optional[dict]:
+  path = os.path.join(workdir, CLASSES)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def write_classes(workdir: str, record: Optional[dict]) -> None:
+  """`classes.json`: the class names of each split and a fingerprint of their files."""
+  if record is not None:
+    with open(os.path.join(workdir, CLASSES), 'w') as f:
+      json.dump(record, f, indent=1)
+
+
+def check_classes(workdir: str, record: Optional[dict], what_to_do: str) -> None:
+  """Raises DataChangedError if `record` differs from the class split `workdir` recorded.
+
+  The message names the classes added, removed and moved between splits (at
+  most five of each), or says that the files changed under the same classes,
+  then `what_to_do`.
+  """
+  saved = read_classes(workdir)
+  if saved is None or record is None or all(
+      saved[s]['fingerprint'] == record[s]['fingerprint'] for s in SPLITS):
+    return
+  old = {c: s for s in SPLITS for c in saved[s]['classes']}
+  new = {c: s for s in SPLITS for c in record[s]['classes']}
+  parts = []
+  for label, names in (('added', sorted(set(new) - set(old))),
+                       ('removed', sorted(set(old) - set(new)))):
+    if names:
+      parts.append(f'{len(names)} {"class" if len(names) == 1 else "classes"} {label} '
+                   f'({", ".join(names[:5])}{", ..." if len(names) > 5 else ""})')
+  moved = sorted(c for c in set(old) & set(new) if old[c] != new[c])
+  if moved:
+    parts.append(f'{len(moved)} moved between splits (' + ', '.join(
+        f'{c}: {old[c]} -> {new[c]}' for c in moved[:5]) + (', ...)' if len(moved) > 5 else ')'))
+  if not parts:
+    changed = [s for s in SPLITS if saved[s]['fingerprint'] != record[s]['fingerprint']]
+    parts.append(f'the same classes, but other files in the {" and ".join(changed)} '
+                 f'{"split" if len(changed) == 1 else "splits"}')
+  raise DataChangedError(f'the data differs from the class split recorded in '
+                         f'{os.path.join(workdir, CLASSES)}: {"; ".join(parts)}. {what_to_do}')
 
 
 def read_config(workdir: str) -> Optional[Config]:
@@ -75,7 +137,7 @@ def write_config(config: Config, workdir: str) -> None:
 # What makes two evaluations the same protocol: a new record replaces an old
 # one only where all of these agree.
 PROTOCOL = ('split', 'source', 'ways', 'shots', 'query', 'inner_steps', 'num_tasks',
-            'checkpoint_step')
+            'checkpoint_step', 'data')
 
 
 def read_eval(workdir: str) -> list[dict]:

@@ -1,0 +1,168 @@
+"""A run directory you can trust: the class split it trained on, its paths, its refusals."""
+
+import json
+import os
+import subprocess
+import sys
+from unittest import mock
+
+from absl.testing import absltest
+import numpy as np
+from PIL import Image
+
+from metajax import loop
+from metajax import rundir
+from metajax.config import Config
+from tests import helpers
+
+
+def write_classes(root, names, per_class=6, seed=0):
+  rng = np.random.default_rng(seed)
+  for name in names:
+    os.makedirs(os.path.join(root, name), exist_ok=True)
+    level = int(rng.integers(0, 256))
+    for i in range(per_class):
+      pixels = np.clip(level + rng.integers(-20, 21, size=(10, 12)), 0, 255).astype(np.uint8)
+      Image.fromarray(pixels).save(os.path.join(root, name, f'{i}.png'))
+  return root
+
+
+class RunDirectoryTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.tmp = self.create_tempdir().full_path
+    self.cache = os.path.join(self.tmp, 'cache')
+    self.enter_context(mock.patch.dict(os.environ, {'METAJAX_CACHE_DIR': self.cache}))
+    self.data = write_classes(os.path.join(self.tmp, 'data'), [f'class{c}' for c in range(10)])
+
+  def config(self, **changes):
+    values = dict(dataset='folders', data_dir=self.data, algorithm='protonet', ways=2,
+                  train_ways=2, shots=1, query=2, eval_query=2, meta_batch_size=2, channels=4,
+                  num_steps=4, checkpoint_every=2, log_every=3, eval_tasks=4)
+    return Config(**{**values, **changes})
+
+  def train(self, workdir, **changes):
+    return loop.train_and_evaluate(self.config(**changes), workdir, show_progress=False)
+
+  def test_the_class_split_is_recorded_and_a_changed_one_is_refused(self):
+    workdir = os.path.join(self.tmp, 'run')
+    self.train(workdir)
+    with open(os.path.join(workdir, rundir.CLASSES)) as f:
+      recorded = json.load(f)
+    self.assertEqual(sorted(c for s in ('train', 'val', 'test') for c in recorded[s]['classes']),
+                     sorted(f'class{c}' for c in range(10)))
+    with open(os.path.join(workdir, 'eval.json')) as f:
+      before = json.load(f)
+    self.assertEqual({r['data'] for r in before}, {recorded['test']['fingerprint']})
+
+    write_classes(self.data, ['class10'], seed=1)  # one class more
+    with self.assertRaisesRegex(rundir.DataChangedError,
+                                r'1 class added \(class10\).*train in a new --workdir'):
+      self.train(workdir, num_steps=6)
+    env = dict(os.environ, METAJAX_CACHE_DIR=self.cache)
+    out = helpers.script('evaluate.py', f'--workdir={workdir}', '--num_tasks=4', env=env)
+    self.assertNotEqual(out.returncode, 0)
+    self.assertIn('1 class added (class10)', out.stderr)
+    self.assertIn('--new_data', out.stderr)
+    out = helpers.script('evaluate.py', f'--workdir={workdir}', '--num_tasks=4', '--new_data',
+                         env=env)
+    self.assertEqual(out.returncode, 0, out.stderr)
+    self.assertIn('classes', out.stderr)  # the data summary
+    with open(os.path.join(workdir, 'eval.json')) as f:
+      after = json.load(f)
+    self.assertEqual(after[:len(before)], before)  # training's own records are kept
+    self.assertLen(after, 2 * len(before))
+    self.assertNotEqual(after[-1]['data'], before[0]['data'])
+
+  def test_a_resumed_run_says_how_many_steps_each_row_averages(self):
+    workdir = os.path.join(self.tmp, 'run')
+    self.train(workdir)
+    os.makedirs(os.path.join(workdir, 'checkpoints', '6.orbax-checkpoint-tmp-12'))
+    self.train(workdir, num_steps=6)
+    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+      rows = [json.loads(line) for line in f]
+    self.assertEqual([(r['step'], r['steps_averaged']) for r in rows], [(3, 3), (4, 1), (6, 2)])
+    self.assertEqual(helpers.checkpoints(workdir), [2, 4, 6])
+
+  def test_load_learner_takes_a_run_a_checkpoint_or_a_file_in_the_run(self):
+    workdir = os.path.join(self.tmp, 'run')
+    self.train(workdir)
+    self.assertEqual(rundir.load_learner(workdir).step, 4)
+    self.assertEqual(rundir.load_learner(os.path.join(workdir, 'checkpoints', '2')).step, 2)
+    self.assertEqual(rundir.load_learner(os.path.join(workdir, 'config.json')).step, 4)
+    with self.assertRaisesRegex(ValueError, 'is the checkpoint of step 2'):
+      rundir.load_learner(os.path.join(workdir, 'checkpoints', '2'), step=4)
+    with self.assertRaisesRegex(FileNotFoundError, 'not in a run directory'):
+      rundir.load_learner(self.data)
+
+  def test_a_workdir_that_cannot_be_one_is_a_clear_error_and_nothing_is_created(self):
+    afile = os.path.join(self.tmp, 'notes.txt')
+    with open(afile, 'w') as f:
+      f.write('mine')
+    with self.assertRaisesRegex(ValueError, f'workdir={afile}: is a file, not a folder'):
+      self.train(afile)
+    denied = os.path.join(self.tmp, 'locked', 'run')
+    real = os.makedirs
+
+    def makedirs(path, *args, **kwargs):  # a folder this user may not write in
+      if str(path).startswith(os.path.dirname(denied)):
+        raise PermissionError(13, 'Permission denied')
+      return real(path, *args, **kwargs)
+
+    with mock.patch('os.makedirs', makedirs):
+      with self.assertRaisesRegex(ValueError, 'cannot create it \\(Permission denied\\)'):
+        self.train(denied)
+    self.assertFalse(os.path.exists(denied))
+
+
+# evaluate.py run as if the run directory were read-only (a shared or archived run):
+# os.access says no for it, and any write into it fails.
+READ_ONLY = """
+import os, runpy, sys
+workdir = os.path.realpath(sys.argv[1].split('=', 1)[1])
+access, open_ = os.access, open
+os.access = lambda p, m, **k: (False if os.path.realpath(p).startswith(workdir) and m & os.W_OK
+                               else access(p, m, **k))
+def guarded(path, mode='r', *a, **k):
+  if any(c in mode for c in 'wax+') and os.path.realpath(str(path)).startswith(workdir):
+    raise PermissionError(13, 'Read-only file system', str(path))
+  return open_(path, mode, *a, **k)
+import builtins; builtins.open = guarded
+sys.argv[0] = 'evaluate.py'
+runpy.run_path(os.path.join(os.environ['REPO'], 'experiments', 'evaluate.py'), run_name='__main__')
+"""
+
+
+class ReadOnlyRunTest(absltest.TestCase):
+
+  def test_evaluate_scores_a_run_it_cannot_write_and_writes_where_told(self):
+    tmp = self.create_tempdir().full_path
+    cache = os.path.join(tmp, 'cache')
+    data = write_classes(os.path.join(tmp, 'data'), [f'class{c}' for c in range(10)])
+    workdir = os.path.join(tmp, 'run')
+    with mock.patch.dict(os.environ, {'METAJAX_CACHE_DIR': cache}):
+      loop.train_and_evaluate(Config(
+          dataset='folders', data_dir=data, algorithm='protonet', ways=2, train_ways=2, shots=1,
+          query=2, meta_batch_size=2, channels=4, num_steps=2, checkpoint_every=2,
+          eval_tasks=4), workdir, show_progress=False)
+    before = os.listdir(workdir), os.path.getmtime(os.path.join(workdir, 'eval.json'))
+    env = dict(os.environ, METAJAX_CACHE_DIR=cache, REPO=helpers.REPO,
+               PYTHONPATH=helpers.REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    mine = os.path.join(tmp, 'mine.json')
+    for args in ([], [f'--out={mine}']):
+      out = subprocess.run([sys.executable, '-c', READ_ONLY, f'--workdir={workdir}',
+                            '--num_tasks=4', *args],
+                           capture_output=True, text=True, env=env, timeout=600)
+      self.assertEqual(out.returncode, 0, out.stderr)
+      if not args:
+        self.assertIn('is read-only: the records are not written', out.stdout)
+        self.assertIn('"accuracy"', out.stdout)
+    with open(mine) as f:
+      self.assertEqual(json.load(f)[0]['metric'], 'accuracy')
+    self.assertEqual((os.listdir(workdir), os.path.getmtime(os.path.join(workdir, 'eval.json'))),
+                     before)
+
+
+if __name__ == '__main__':
+  absltest.main()
