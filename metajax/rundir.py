@@ -130,8 +130,8 @@ def check_workdir(config: Config, workdir: str) -> None:
   saved = read_config(workdir)
   diff = differing_fields(saved, config) if saved is not None else []
   if diff:
-    details = '; '.join(f'--{name}={_flag_value(getattr(saved, name))} there, '
-                        f'{_flag_value(getattr(config, name))} here' for name in diff)
+    details = '; '.join(f'--{name}={_flag_value(saved.get(name))} there, '
+                        f'{_flag_value(config.get(name))} here' for name in diff)
     raise ConfigMismatchError(
         f'--workdir={workdir} holds a run with other settings ({details}). '
         'Resume it with its own flags, or choose a new --workdir.')
