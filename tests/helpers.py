@@ -45,7 +45,8 @@ def first(tasks):
 def learner(name='maml', hidden=(8, 8), model=None, loss_fn=mse, dataset='sinusoid',
             **settings):
   """The learner `name` on an MLP, built from flag-named settings as a config builds it."""
-  config = Config(algorithm=name, dataset=dataset, hidden=hidden, **settings).resolve()
+  model_settings = {'hidden': hidden} if dataset == 'sinusoid' else {}
+  config = Config(algorithm=name, dataset=dataset, **model_settings, **settings).validate()
   return run_lib.make_learner(config, model or MLP(hidden=hidden), loss_fn)
 
 

@@ -128,7 +128,8 @@ class ScriptsTest(parameterized.TestCase):
                  '--channels=8', '--num_steps=3', '--eval_tasks=5', '--progress=false')
     self.assertEqual(out.returncode, 0, out.stderr)
     with open(os.path.join(workdir, 'config.json')) as f:
-      self.assertEqual(json.load(f)['data_dir'], os.path.abspath(os.environ['METAJAX_OMNIGLOT_DIR']))
+      self.assertEqual(json.load(f)['dataset']['data_dir'],
+                       os.path.abspath(os.environ['METAJAX_OMNIGLOT_DIR']))
     elsewhere = {k: v for k, v in os.environ.items() if k != 'METAJAX_OMNIGLOT_DIR'}
     out = script('evaluate.py', f'--workdir={workdir}', '--ways=20', '--num_tasks=4', env=elsewhere)
     self.assertEqual(out.returncode, 0, out.stderr)
@@ -152,7 +153,8 @@ class ScriptsTest(parameterized.TestCase):
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
     small = ['--num_steps=1', '--eval_tasks=1', '--meta_batch_size=1', '--channels=8',
              '--progress=false'] + (['--query=1'] if message is None else [])
-    out = script('train.py', f'--workdir={workdir}', '--dataset=omniglot', '--algorithm=protonet',
+    # MAML trains on the ways it tests (ProtoNets on 60 by default on Omniglot).
+    out = script('train.py', f'--workdir={workdir}', '--dataset=omniglot', '--algorithm=maml',
                  *args, *small)
     if message is None:
       self.assertEqual(out.returncode, 0, out.stderr)

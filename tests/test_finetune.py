@@ -153,7 +153,7 @@ class TrainResumeTest(parameterized.TestCase):
     chex.assert_trees_all_close(resumed.state.theta, straight.state.theta, rtol=1e-6)
     self.assertEqual(resumed.records, straight.records)
     with open(os.path.join(workdir, 'config.json')) as f:
-      self.assertEqual(json.load(f)['pretrain_classes'], CLASSES['train'])
+      self.assertEqual(json.load(f)['algorithm']['pretrain_classes'], CLASSES['train'])
 
     trained = rundir.load_learner(workdir)  # needs no data: the class count is in config.json
     rng = np.random.default_rng(0)
