@@ -324,7 +324,7 @@ def _check_parts(config: Config) -> None:
     any_ways = ' and '.join(name for name, s in ALGORITHMS.items() if s.any_ways)
     fail('train_ways', episodes.train_ways,
          f'only {any_ways} can train with other ways than they test (--ways={episodes.ways}): '
-         f'{config.algorithm} has a {episodes.ways}-way head')
+         f'the head of {config.algorithm} has {episodes.ways} outputs')
   if data.check is not None:
     data.check(config.sections['dataset'])
   if spec.check is not None:

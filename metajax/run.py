@@ -46,7 +46,7 @@ def task_chunk(config: Config) -> int:
   """
   if config.task_chunk:
     return config.task_chunk
-  if config.model != 'mlp' and jax.default_backend() == 'cpu':
+  if config.model_spec.one_task_at_a_time_on_cpu and jax.default_backend() == 'cpu':
     return jax.device_count()  # one task per device per scan iteration
   return config.meta_batch_size
 
@@ -148,7 +148,7 @@ class Run:
       any_ways = ', '.join(name for name, spec in ALGORITHMS.items() if spec.any_ways)
       raise ValueError(f'--{next(iter(changes))}: only learners whose classes come from the '
                        f'support set ({any_ways}) can be tested on other episodes than they '
-                       f'trained on; {config.algorithm} has a {config.ways}-way head')
+                       f'trained on; the head of {config.algorithm} has {config.ways} outputs')
     if changes:
       config = config.replace(train_ways=config.train_ways, query=config.query,
                               eval_query=config.eval_query, **changes)

@@ -244,3 +244,38 @@ class OldRunConfigTest(parameterized.TestCase):
     theta = run.init_state().theta
     self.assertEqual(theta['classifier']['kernel'].shape, (4, 12))
     self.assertIsNone(run.source)
+
+
+class NewAlgorithmTest(parameterized.TestCase):
+  """A new algorithm with two settings needs its own file and its registry entry, nothing else."""
+
+  def test_its_settings_become_flags_help_validation_and_records(self):
+    import dataclasses  # pylint: disable=g-import-not-at-top
+    from unittest import mock  # pylint: disable=g-import-not-at-top
+    from metajax.algorithms.protonet import protonet  # pylint: disable=g-import-not-at-top
+
+    @dataclasses.dataclass(frozen=True)
+    class ToySettings(settings.Section):
+      toy_temperature: float = settings.setting(2.0, 'softmax temperature', above=0)
+      toy_mode: str = settings.setting('a', 'which variant', choices=('a', 'b'))
+
+    spec = registry.AlgorithmSpec(
+        name='toy', summary='a toy', settings=ToySettings, tasks=('classification',),
+        any_ways=True, build=lambda s, model, loss_fn: protonet(model, loss_fn),
+        dataset_defaults={'omniglot': {'toy_temperature': 4.0, 'num_steps': 7}})
+    with mock.patch.dict(ALGORITHMS, {'toy': spec}):
+      config = Config(algorithm='toy', dataset='omniglot').validate()
+      self.assertEqual((config.toy_temperature, config.toy_mode, config.num_steps), (4.0, 'a', 7))
+      with self.assertRaisesRegex(ValueError, r"^--toy_mode='c': choose one of a, b"):
+        Config(algorithm='toy', dataset='omniglot', toy_mode='c').validate()
+      with self.assertRaisesRegex(ValueError, r'^--toy_temperature=1.0: --algorithm=maml does '
+                                  'not use it'):
+        Config(algorithm='maml', dataset='omniglot', toy_temperature=1.0)
+      values = flags.FlagValues()
+      cli.define_config_flags(values)
+      values(['train.py', '--algorithm=toy', '--dataset=omniglot', '--toy_mode=b'])
+      self.assertEqual(cli.config_from_flags(values).toy_mode, 'b')
+      cli.focus_help(['train.py', '--algorithm=toy', '--dataset=omniglot'], values)
+      self.assertIn('[default: 4.0; > 0]', values['toy_temperature'].help)
+      self.assertEqual(config.to_dict()['algorithm'],
+                       {'name': 'toy', 'toy_temperature': 4.0, 'toy_mode': 'a'})

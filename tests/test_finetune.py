@@ -16,7 +16,8 @@ import optax
 from metajax import algorithms
 from metajax import loop
 from metajax import rundir
-from metajax.algorithms.finetune import COSINE_SCALE, head_logits
+from metajax.algorithms.common import head_logits
+from metajax.algorithms.finetune import COSINE_SCALE
 from metajax.config import Config
 from metajax.data import episodes
 from metajax.losses import accuracy, cross_entropy
@@ -61,16 +62,20 @@ class HeadTest(parameterized.TestCase):
     untrained = learner.predict(theta, task.support, task.support.x, KEY, num_steps=0)
     self.assertLess(float(accuracy(untrained, task.support.y)), 1.0)
 
-  def test_cosine_logits_equal_an_independent_computation(self):
+  def test_head_logits_equal_an_independent_computation(self):
     rng = np.random.default_rng(3)
     features, kernel = rng.normal(size=(6, 5)), rng.normal(size=(5, 4))
     head = {'kernel': jnp.asarray(kernel), 'bias': jnp.zeros(4)}
     expected = np.array([[COSINE_SCALE * f @ kernel[:, c] / np.linalg.norm(f)
                           / np.linalg.norm(kernel[:, c]) for c in range(4)] for f in features])
-    np.testing.assert_allclose(head_logits('cosine', head, jnp.asarray(features)), expected,
+    x, w = jnp.asarray(features), jnp.asarray(kernel)
+    np.testing.assert_allclose(head_logits('cosine', x, w, scale=COSINE_SCALE), expected,
                                rtol=1e-5)
-    np.testing.assert_allclose(head_logits('linear', head, jnp.asarray(features)),
-                               features @ kernel, rtol=1e-5)
+    np.testing.assert_allclose(head_logits('linear', x, w, head['bias']), features @ kernel,
+                               rtol=1e-5)
+    np.testing.assert_allclose(head_logits('dot', x, w), features @ kernel, rtol=1e-5)
+    distances = ((features[:, None, :] - kernel.T[None]) ** 2).sum(-1)
+    np.testing.assert_allclose(head_logits('euclidean', x, w), -distances, rtol=1e-4)
 
   def test_bad_settings_name_their_argument_or_flag(self):
     with self.assertRaisesRegex(ValueError, r"^head='svm': choose one of linear, cosine"):

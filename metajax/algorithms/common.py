@@ -72,7 +72,7 @@ def with_support(model: nn.Module, phi: Params, support: Split) -> Params:
   return {'phi': phi, 'support': Split(support.x, None, support.mask)}
 
 
-def support_statistics(model: nn.Module, adapt, apply):
+def support_statistics(model: nn.Module, adapt, apply=None):
   """`(adapt, apply)` that normalise query inputs with the support set's batch statistics.
 
   With `model.batch_norm == 'support'`, `adapt` keeps the support set in phi
@@ -84,6 +84,7 @@ def support_statistics(model: nn.Module, adapt, apply):
   (every metajax learner does). Otherwise (`'transductive'`, or a model
   without batch norm) both come back unchanged.
   """
+  apply = apply_model(model) if apply is None else apply
   if not uses_support_statistics(model):
     return adapt, apply
 
@@ -126,7 +127,7 @@ def query_loss_learner(name: str, model: nn.Module, loss_fn: LossFn, adapt,
 
   Query inputs are normalised as `model.batch_norm` says (`support_statistics`).
   """
-  adapt, apply = support_statistics(model, adapt, apply or apply_model(model))
+  adapt, apply = support_statistics(model, adapt, apply)
 
   def outer_loss(theta: Params, task: Task, rng: PRNGKey):
     adapted = adapt(theta, task.support, rng)
@@ -164,6 +165,28 @@ def normalise(v: Array, axis: int = -1) -> Array:
 def cosine_logits(features: Array, weights: Array, scale) -> Array:
   """[B, C] `scale` times the cosine of `features` [B, d] and weight columns [d, C]."""
   return scale * normalise(features, -1) @ normalise(weights, 0)
+
+
+HEADS = ('linear', 'dot', 'cosine', 'euclidean')
+
+
+def head_logits(kind: str, features: Array, kernel: Array, bias: Optional[Array] = None,
+                scale=1.0) -> Array:
+  """[B, C] scores of `features` [B, d] by a head of weight columns `kernel` [d, C].
+
+  'linear': `features @ kernel + bias` (Baseline); 'dot': `features @ kernel`;
+  'cosine': `scale` times the cosine of features and columns (Baseline++, the
+  cosine predictor); 'euclidean': minus the squared distance to each column.
+  """
+  if kind == 'linear':
+    return features @ kernel + bias
+  if kind == 'dot':
+    return features @ kernel
+  if kind == 'cosine':
+    return cosine_logits(features, kernel, scale)
+  if kind == 'euclidean':
+    return squared_distance_logits(features, kernel.T)
+  raise ValueError(f'head={kind!r}: choose one of {", ".join(HEADS)}')
 
 
 def squared_distance_logits(features: Array, centres: Array) -> Array:

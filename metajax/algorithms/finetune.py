@@ -35,11 +35,9 @@ COSINE_SCALE = 10.0
 HEADS = ('linear', 'cosine')
 
 
-def head_logits(kind: str, head: Params, features: Array) -> Array:
+def _classify(kind: str, head: Params, features: Array) -> Array:
   """[B, C] logits of a linear or cosine head {'kernel': [d, C], 'bias': [C]}."""
-  if kind == 'linear':
-    return features @ head['kernel'] + head['bias']
-  return common.cosine_logits(features, head['kernel'], COSINE_SCALE)
+  return common.head_logits(kind, features, head['kernel'], head.get('bias'), COSINE_SCALE)
 
 
 def finetune(model: nn.Module, loss_fn: LossFn, *, num_classes: int,
@@ -83,7 +81,7 @@ def finetune(model: nn.Module, loss_fn: LossFn, *, num_classes: int,
     columns = features.shape[0]
     _, counts = common.class_means(features, support.y, support.mask)
     present = counts > 0
-    masked = lambda fitted, f: jnp.where(present, head_logits(head, fitted, f), -1e9)
+    masked = lambda fitted, f: jnp.where(present, _classify(head, fitted, f), -1e9)
     result = inner.inner_loop(
         lambda fitted: losses.masked_mean(loss_fn, masked(fitted, features), support.y,
                                           support.mask),
@@ -92,14 +90,14 @@ def finetune(model: nn.Module, loss_fn: LossFn, *, num_classes: int,
     return Adapted({'head': result.params, 'present': present}, result.losses)
 
   def apply(theta, phi, x, mask=None):
-    return jnp.where(phi['present'], head_logits(head, phi['head'], embed(theta, x, mask)), -1e9)
+    return jnp.where(phi['present'], _classify(head, phi['head'], embed(theta, x, mask)), -1e9)
 
   adapt, apply = common.support_statistics(model, adapt, apply)
 
   def batch_loss(theta, batch: Split, rng):
     """Supervised pre-training loss of one mini-batch."""
     del rng
-    loss = loss_fn(head_logits(head, theta['classifier'], embed(theta, batch.x)), batch.y)
+    loss = loss_fn(_classify(head, theta['classifier'], embed(theta, batch.x)), batch.y)
     return loss, {'query_loss': loss, 'support_loss_before': loss}
 
   return MetaLearner(name='finetune', init=init, adapt=adapt, apply=apply,

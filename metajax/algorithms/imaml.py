@@ -106,7 +106,7 @@ def imaml(model: nn.Module, loss_fn: LossFn, *,
     return {'model': grads}, {'query_loss': query_loss,
                               'support_loss_before': adapted.support_losses[0]}
 
-  learner_adapt, apply = common.support_statistics(model, adapt, common.apply_model(model))
+  learner_adapt, apply = common.support_statistics(model, adapt)
   return MetaLearner(name='imaml', init=lambda rng, task: common.init_model(model, rng, task),
                      adapt=learner_adapt, apply=apply, meta_gradient=meta_gradient)
 

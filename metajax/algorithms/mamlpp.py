@@ -167,7 +167,7 @@ def mamlpp(model: nn.Module, loss_fn: LossFn, *,
     phi, result = run_inner(theta, support, steps_of(num_steps))
     return Adapted(phi, result.losses)
 
-  adapt_s, apply_s = common.support_statistics(model, adapt, common.apply_model(model))
+  adapt_s, apply_s = common.support_statistics(model, adapt)
 
   def query_loss(theta, variables, task: Task) -> Array:
     phi = common.with_support(model, variables, task.support)

@@ -40,17 +40,6 @@ from metajax.types import Array, LossFn, Params, PRNGKey, Split, Task
 HEADS = ('cosine', 'dot', 'euclidean')
 
 
-def head_logits(kind: str, weights: Array, scale: Array, features: Array) -> Array:
-  """[Q, S] scores of `features` [Q, d] against class weights [S, d]."""
-  if kind == 'cosine':
-    return common.cosine_logits(features, weights.T, scale)
-  if kind == 'dot':
-    return features @ weights.T
-  if kind == 'euclidean':
-    return common.squared_distance_logits(features, weights)
-  raise ValueError(f'head={kind!r}: choose one of {", ".join(HEADS)}')
-
-
 def predictor(model: nn.Module, loss_fn: LossFn, *,
               inner_optimizer: optax.GradientTransformation = optax.sgd(0.01),
               inner_steps: int = 0, remat: bool = False, head: str = 'cosine') -> MetaLearner:
@@ -99,7 +88,8 @@ def predictor(model: nn.Module, loss_fn: LossFn, *,
   def outputs(theta, task_head, counts, features):
     if counts is None:  # regression
       return (features @ task_head['w'] + task_head['b'])[:, None]
-    logits = head_logits(head, task_head['w'], theta['predictor'].get('scale'), features)
+    logits = common.head_logits(head, features, task_head['w'].T,
+                                  scale=theta['predictor'].get('scale'))
     return common.mask_absent(logits, counts)
 
   def adapt(theta, support: Split, rng, num_steps=None) -> Adapted:

@@ -36,7 +36,7 @@ def reptile(model: nn.Module, loss_fn: LossFn, *,
     A `MetaLearner` whose `meta_gradient` is theta - phi.
   """
   adapt = common.full_adapt(model, loss_fn, inner_optimizer, inner_steps)
-  learner_adapt, apply = common.support_statistics(model, adapt, common.apply_model(model))
+  learner_adapt, apply = common.support_statistics(model, adapt)
 
   def query_loss(theta, phi, task):
     return common.query_loss(loss_fn, apply, theta, common.with_support(model, phi, task.support),

@@ -25,11 +25,17 @@ _BATCH_NORM_HELP = ('transductive: every batch (support set, query set) is norma
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-  """One model: `--model=name`, its settings and `build(settings, outputs) -> module`."""
+  """One model: `--model=name`, its settings and `build(settings, outputs) -> module`.
+
+  `one_task_at_a_time_on_cpu`: on a CPU its meta-steps run fastest one task at
+  a time in a scan (a vmap of per-task convolutions streams every task's
+  activations through memory at once: docs/benchmarks.md).
+  """
   name: str
   settings: type
   build: Callable[[settings_lib.Section, int], nn.Module]
   summary: str = ''
+  one_task_at_a_time_on_cpu: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,10 +61,11 @@ MODELS.register(ModelSpec('mlp', MLPSettings, lambda s, out: MLP(hidden=s.hidden
 MODELS.register(ModelSpec('conv4', Conv4Settings,
                           lambda s, out: Conv4(out=out, channels=(s.channels,) * 4,
                                                batch_norm=s.batch_norm),
-                          'four 3x3 conv blocks with batch norm and 2x2 max-pool'))
+                          'four 3x3 conv blocks with batch norm and 2x2 max-pool',
+                          one_task_at_a_time_on_cpu=True))
 MODELS.register(ModelSpec('resnet12', ResNet12Settings,
                           lambda s, out: ResNet12(out=out, batch_norm=s.batch_norm),
-                          'ResNet-12 (four residual blocks)'))
+                          'ResNet-12 (four residual blocks)', one_task_at_a_time_on_cpu=True))
 
 
 def get(name: str) -> Optional[ModelSpec]:
