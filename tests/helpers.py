@@ -52,8 +52,10 @@ def learner(name='maml', hidden=(8, 8), model=None, loss_fn=mse, dataset='sinuso
 
 def usable(name, **settings):
   """The settings that algorithm `name` reads (others would be refused)."""
+  from metajax import settings as settings_lib  # pylint: disable=g-import-not-at-top
   from metajax.algorithms import ALGORITHMS  # pylint: disable=g-import-not-at-top
-  return {k: v for k, v in settings.items() if k in ALGORITHMS[name].settings}
+  return {k: v for k, v in settings.items()
+          if k in settings_lib.names(ALGORITHMS[name].settings)}
 
 
 def init(learner_, tasks, seed=1, dtype=jnp.float32):
