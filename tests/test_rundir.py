@@ -93,7 +93,7 @@ class RunDirectoryTest(absltest.TestCase):
     self.assertEqual(rundir.load_learner(os.path.join(workdir, 'config.json')).step, 4)
     with self.assertRaisesRegex(ValueError, 'is the checkpoint of step 2'):
       rundir.load_learner(os.path.join(workdir, 'checkpoints', '2'), step=4)
-    with self.assertRaisesRegex(FileNotFoundError, 'not in a run directory'):
+    with self.assertRaisesRegex(FileNotFoundError, f'^workdir={self.data} holds no run'):
       rundir.load_learner(self.data)
 
   def test_a_workdir_that_cannot_be_one_is_a_clear_error_and_nothing_is_created(self):

@@ -22,18 +22,20 @@ def locate(path: str, step: Optional[int] = None) -> tuple[str, Optional[int]]:
   """
   full = os.path.abspath(os.path.expanduser(path))
   if not os.path.exists(full):
-    raise FileNotFoundError(f'path={path}: no such file or folder')
+    raise FileNotFoundError(f'workdir={path}: no such file or folder')
   folder, found = full if os.path.isdir(full) else os.path.dirname(full), None
-  while not os.path.isfile(os.path.join(folder, 'config.json')):
+  is_run = lambda f: all(os.path.isfile(os.path.join(f, n)) for n in ('config.json', 'flags.txt'))
+  for _ in range(8):  # a checkpoint's files lie a few folders below the run
+    if is_run(folder):
+      break
     parent, name = os.path.split(folder)
     if name.isdigit() and os.path.basename(parent) in ('checkpoints', 'best'):
       found = int(name)
-    if parent == folder:
-      raise FileNotFoundError(f'path={path}: not in a run directory (no config.json in it or '
-                              'above it)')
     folder = parent
+  if not is_run(folder):
+    raise FileNotFoundError(f'workdir={path} holds no run (no config.json in it or above it)')
   if found is not None and step is not None and step != found:
-    raise ValueError(f'step={step}: path={path} is the checkpoint of step {found}')
+    raise ValueError(f'step={step}: workdir={path} is the checkpoint of step {found}')
   return folder, found if found is not None else step
 
 
