@@ -3,14 +3,29 @@
 Tests marked `@pytest.mark.omniglot` read the real Omniglot release from
 `$METAJAX_OMNIGLOT_DIR` (`helpers.OMNIGLOT_DIR`); without the files they are
 skipped with that reason, so the suite passes on a fresh clone.
+
+Compiled XLA programs are kept in JAX's persistent compilation cache
+(`$JAX_COMPILATION_CACHE_DIR`, by default a folder in the system's temporary
+directory), which the test processes and the scripts they start share: many
+tests compile the same meta-step, and on two cores compiling is most of their
+time. The cache is keyed by the program, the jax version and the backend, so
+it changes no result; set `JAX_COMPILATION_CACHE_DIR` to choose the folder.
 """
 
-from absl import flags
-import pytest
+import os
+import tempfile
+
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
+                      os.path.join(tempfile.gettempdir(), f'metajax-tests-xla-{os.getuid()}'))
+
+from absl import flags  # pylint: disable=g-import-not-at-top
+import jax  # pylint: disable=g-import-not-at-top
+import pytest  # pylint: disable=g-import-not-at-top
 
 from tests import helpers
 
 flags.FLAGS.mark_as_parsed()
+jax.config.update('jax_compilation_cache_dir', os.environ['JAX_COMPILATION_CACHE_DIR'])
 
 SKIP_REASON = ('real Omniglot not found: set $METAJAX_OMNIGLOT_DIR to the folder holding '
                'images_background.zip and images_evaluation.zip')

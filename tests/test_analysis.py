@@ -151,8 +151,8 @@ class IMAMLTest(parameterized.TestCase):
     self.assertGreater(np.linalg.norm(_flat(phi) - _flat(theta['model'])), 1e-3)
 
   def test_bad_arguments_name_the_argument_or_the_flag(self):
-    with self.assertRaisesRegex(ValueError, r'^lam=0.0: must be > 0'):
-      algorithms.imaml(MODEL, mse, lam=0.0)
+    with self.assertRaisesRegex(ValueError, r'^imaml_lambda=0.0: must be > 0'):
+      algorithms.imaml(MODEL, mse, imaml_lambda=0.0)
     with self.assertRaisesRegex(ValueError, r'^cg_steps=0'):
       algorithms.imaml(MODEL, mse, cg_steps=0)
     with self.assertRaisesRegex(ValueError, r'--imaml_lambda=0'):

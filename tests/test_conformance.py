@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from metajax.algorithms import ALGORITHMS
 from metajax.config import Config
@@ -124,6 +125,7 @@ class ConformanceTest(parameterized.TestCase):
     self.assertGreater(float(optax.tree.norm(grads)), 0)
 
   @parameterized.parameters(*REGRESSION)
+  @pytest.mark.slow
   def test_algorithm_learns_sinusoids(self, name):
     config = Config(algorithm=name, **SETTINGS[name]).resolve()
     learner = make_learner(config, MLP(hidden=(40, 40)), mse)

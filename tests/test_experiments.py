@@ -19,6 +19,7 @@ FAST = ['--num_steps=60', '--log_every=10', '--checkpoint_every=20', '--eval_tas
 
 class ScriptsTest(parameterized.TestCase):
 
+  @pytest.mark.slow
   def test_train_then_evaluate(self):
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
     out = script('train.py', f'--workdir={workdir}', *FAST)
@@ -46,6 +47,7 @@ class ScriptsTest(parameterized.TestCase):
       self.assertGreater(r['ci95'], 0)
     self.assertFalse(os.path.exists(os.path.join(workdir, 'best')))  # no --eval_every
 
+  @pytest.mark.slow
   def test_progress_tells_the_truth_in_plain_lines(self):
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
     out = script('train.py', f'--workdir={workdir}', *FAST, '--progress=true', '--baselines=')
@@ -72,6 +74,7 @@ class ScriptsTest(parameterized.TestCase):
        '--meta_batch_size=4'],
       ['--dataset=omniglot', '--algorithm=finetune', '--channels=8', '--meta_batch_size=16',
        '--inner_steps=2'])
+  @pytest.mark.slow
   def test_benchmark_prints_its_figures_on_synthetic_data(self, *args):
     out = script('benchmark.py', '--synthetic_data', '--windows=1', '--window_steps=2', *args)
     self.assertEqual(out.returncode, 0, out.stderr)
@@ -99,6 +102,7 @@ class ScriptsTest(parameterized.TestCase):
     np.testing.assert_allclose(theirs, ours, rtol=1e-5, atol=1e-5)
 
   @pytest.mark.omniglot
+  @pytest.mark.slow
   def test_omniglot_table_trains_its_rows_and_tests_protonet_on_20_ways(self):
     workdir = self.create_tempdir().full_path
     out = script('omniglot_table.py', f'--workdir={workdir}', '--rows=protonet_5w1s,fomaml_5w1s',
@@ -121,6 +125,7 @@ class ScriptsTest(parameterized.TestCase):
       self.assertTrue(os.path.exists(os.path.join(workdir, row, 'checkpoints', '2')))
 
   @pytest.mark.omniglot
+  @pytest.mark.slow
   def test_evaluate_from_another_environment_keeps_every_record(self):
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
     out = script('train.py', f'--workdir={workdir}', '--dataset=omniglot',
@@ -149,6 +154,7 @@ class ScriptsTest(parameterized.TestCase):
       (['--ways=500'], None),  # 400 validation classes, but no validation runs: accepted
   )
   @pytest.mark.omniglot  # below the parameters: each generated test carries the mark
+  @pytest.mark.slow
   def test_episode_errors_are_the_ones_the_readme_quotes(self, args, message):
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
     small = ['--num_steps=1', '--eval_tasks=1', '--meta_batch_size=1', '--channels=8',
@@ -180,6 +186,7 @@ class ScriptsTest(parameterized.TestCase):
     self.assertNotEqual(out.returncode, 0)
     self.assertIn('--rows: each must be one of protonet_5w1s', out.stderr)
 
+  @pytest.mark.slow
   def test_sigkill_and_resume_gives_the_same_final_metrics(self):
     args = ['--num_steps=4000', '--checkpoint_every=100', '--log_every=100',
             '--eval_tasks=100', '--baselines=', '--plot=false', '--progress=false']
@@ -243,6 +250,7 @@ class ScriptsTest(parameterized.TestCase):
     self.assertNotIn('Traceback', out.stderr)
     self.assertFalse(os.path.exists(workdir))
 
+  @pytest.mark.slow
   def test_workdir_of_another_config_is_refused(self):
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
     self.assertEqual(script('train.py', f'--workdir={workdir}', *FAST,

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import optax
+import pytest
 
 from metajax import algorithms
 from metajax import loop
@@ -50,8 +51,8 @@ class HeadTest(parameterized.TestCase):
 
   @parameterized.parameters('linear', 'cosine')
   def test_head_fits_separable_support_to_100_percent(self, head):
-    learner = algorithms.finetune(Flatten(), cross_entropy, num_classes=7,
-                                  inner_optimizer=optax.adam(0.05), inner_steps=100, head=head)
+    learner = algorithms.finetune(Flatten(), cross_entropy, pretrain_classes=7,
+                                  inner_optimizer=optax.adam(0.05), inner_steps=100, finetune_head=head)
     task = separable_task()
     theta = learner.init(KEY, task)
     self.assertEqual(theta['classifier']['kernel'].shape, (16, 7))
@@ -78,8 +79,8 @@ class HeadTest(parameterized.TestCase):
     np.testing.assert_allclose(head_logits('euclidean', x, w), -distances, rtol=1e-4)
 
   def test_bad_settings_name_their_argument_or_flag(self):
-    with self.assertRaisesRegex(ValueError, r"^head='svm': choose one of linear, cosine"):
-      algorithms.finetune(Flatten(), cross_entropy, num_classes=3, head='svm')
+    with self.assertRaisesRegex(ValueError, r"^finetune_head='svm': choose one of linear, cosine"):
+      algorithms.finetune(Flatten(), cross_entropy, pretrain_classes=3, finetune_head='svm')
     with self.assertRaisesRegex(ValueError, r"--finetune_head='svm'"):
       Config(algorithm='finetune', dataset='omniglot', finetune_head='svm').validate()
     with self.assertRaisesRegex(ValueError, r"--algorithm='finetune'.*sinusoid"):
@@ -136,6 +137,7 @@ def _run_until_killed(config, workdir, step):
 
 class TrainResumeTest(parameterized.TestCase):
 
+  @pytest.mark.slow
   def test_finetune_pretrains_evaluates_loads_and_resumes(self):
     data_dir = make_fixture(self.create_tempdir().full_path, 'pickle')
     config = Config(dataset='miniimagenet', algorithm='finetune', ways=3, shots=1, query=3,
@@ -166,6 +168,7 @@ class TrainResumeTest(parameterized.TestCase):
     labels = trained.predict(support, [7, 7, 9, 9], support)
     self.assertTrue(set(labels.tolist()) <= {7, 9})
 
+  @pytest.mark.slow
   def test_predictor_resumes_exactly(self):
     config = Config(algorithm='predictor', inner_steps=1, num_steps=40, log_every=10,
                     checkpoint_every=20, eval_tasks=50, hidden=(16, 16), meta_batch_size=4)

@@ -21,6 +21,7 @@ def _start(workdir, *args):
 
 
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.slow
 def test_a_signal_checkpoints_the_last_step_and_the_run_resumes_there(tmp_path, sig):
   workdir = str(tmp_path / 'run')
   process = _start(workdir)

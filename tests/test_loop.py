@@ -109,6 +109,7 @@ class TrainLoopTest(parameterized.TestCase):
       dict(algorithm='mamlpp', inner_steps=2, inner_lr=0.01, msl_steps=15, first_order_steps=25,
            eval_inner_steps=(2,)),
   )
+  @pytest.mark.slow
   def test_resume_continues_where_it_stopped(self, **settings):
     workdir = self.create_tempdir().full_path
     tiny = {**TINY, **settings}

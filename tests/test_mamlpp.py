@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from metajax import algorithms
 from metajax.algorithms.mamlpp import multi_step_weights
@@ -55,7 +56,7 @@ class MamlPlusPlusTest(parameterized.TestCase):
     self.task = tiny_task()
 
   def learner(self, **kwargs):
-    values = dict(inner_steps=3, initial_lr=0.3)
+    values = dict(inner_steps=3, inner_lr=0.3)
     values.update(kwargs)
     return algorithms.mamlpp(MODEL, cross_entropy, **values)
 
@@ -63,6 +64,7 @@ class MamlPlusPlusTest(parameterized.TestCase):
       dict(msl_steps=0, step=0),      # the last step's loss, second order
       dict(msl_steps=10, step=4),     # the multi-step loss, mid-annealing
   )
+  @pytest.mark.slow
   def test_rates_and_batch_norm_gradients_match_finite_differences(self, msl_steps, step):
     learner = self.learner(msl_steps=msl_steps)
     theta = jax.tree.map(lambda v: v.astype(jnp.float64), learner.init(KEY, self.task))
@@ -137,6 +139,7 @@ class MamlPlusPlusTest(parameterized.TestCase):
       t = jax.tree.map(lambda a, d, s=s: a + s * d, theta, direction)
       np.testing.assert_allclose(compiled(t), python_loop(t), rtol=1e-10)
 
+  @pytest.mark.slow
   def test_with_every_piece_off_it_is_second_order_maml(self):
     plain = self.learner(per_step_bn=False, learn_inner_lr=False)
     maml = algorithms.maml(MODEL, cross_entropy, inner_optimizer=optax.sgd(0.3), inner_steps=3)
@@ -158,6 +161,7 @@ class MamlPlusPlusTest(parameterized.TestCase):
       np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-7, err_msg=str(epoch))
       self.assertAlmostEqual(float(jnp.sum(ours)), 1.0, places=5)
 
+  @pytest.mark.slow
   def test_derivative_order_annealing_switches_at_its_step(self):
     annealed = self.learner(first_order_steps=5)
     first = self.learner(first_order_steps=10**6)
@@ -172,6 +176,7 @@ class MamlPlusPlusTest(parameterized.TestCase):
                                               grad(second, after)))
     self.assertGreater(float(difference), 1e-3)
 
+  @pytest.mark.slow
   def test_adapted_variables_hold_the_last_steps_batch_norm(self):
     learner = self.learner()
     theta = learner.init(KEY, self.task)
@@ -182,6 +187,7 @@ class MamlPlusPlusTest(parameterized.TestCase):
       self.assertEqual(learner.adapt(theta, self.task.support, None, steps).support_losses.shape,
                        (max(steps, 1),))
 
+  @pytest.mark.slow
   def test_the_meta_step_trains_through_the_phases_from_the_config(self):
     jax.config.update('jax_enable_x64', False)
     config = Config(algorithm='mamlpp', dataset='omniglot', inner_steps=2, msl_steps=2,

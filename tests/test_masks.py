@@ -17,6 +17,7 @@ from metajax import algorithms
 from metajax.models import BatchStatNorm, Conv4
 from metajax.types import Split, Task
 import optax
+import pytest
 
 KEY = jax.random.PRNGKey(0)
 WAYS, SHOTS, QUERY, SIDE = 3, 2, 2, 16
@@ -58,6 +59,7 @@ def learners():
 class PaddingTest(parameterized.TestCase):
 
   @parameterized.parameters('maml', 'protonet', 'predictor')
+  @pytest.mark.slow
   def test_padded_episode_gives_the_same_loss_and_meta_gradient(self, name):
     with jax.enable_x64(True):
       learner = learners()[name]
@@ -126,6 +128,7 @@ class SupportStatisticsTest(parameterized.TestCase):
     after = self.query_predictions(name, 'transductive', changed)
     self.assertGreater(float(jnp.abs(after[1:] - before[1:]).max()), 1e-3)
 
+  @pytest.mark.slow
   def test_a_query_alone_is_predicted_as_in_its_query_set(self):
     query_x = episode().query.x.astype(jnp.float32)
     together = self.query_predictions('maml', 'support', query_x)

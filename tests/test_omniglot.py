@@ -295,6 +295,7 @@ def _sha(path):
 
 class TfdsTest(parameterized.TestCase):
 
+  @pytest.mark.slow
   def test_tfds_source_under_mock_data(self):
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     from metajax import loop  # pylint: disable=g-import-not-at-top

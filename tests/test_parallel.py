@@ -8,6 +8,7 @@ import textwrap
 
 from absl.testing import absltest
 import numpy as np
+import pytest
 
 from tests.helpers import REPO
 
@@ -112,6 +113,7 @@ def run(devices, mode, out):
 
 class ShardingTest(absltest.TestCase):
 
+  @pytest.mark.slow
   def test_eight_devices_equal_one_for_maml_and_protonet(self):
     tmp = self.create_tempdir().full_path
     for mode in ('protonet', 'maml'):
@@ -122,6 +124,7 @@ class ShardingTest(absltest.TestCase):
       np.testing.assert_allclose(b, a, atol=1e-5, err_msg=mode)
       self.assertGreater(np.abs(a).sum(), 0)
 
+  @pytest.mark.slow
   def test_training_loop_on_eight_devices_and_restore_on_one(self):
     tmp = self.create_tempdir().full_path
     one, eight = os.path.join(tmp, 'one'), os.path.join(tmp, 'eight')
@@ -131,6 +134,7 @@ class ShardingTest(absltest.TestCase):
     run(1, 'load', eight)  # a checkpoint saved on 8 devices restores on 1
     np.testing.assert_array_equal(np.load(eight + '.loaded.npy'), np.load(eight + '.npy'))
 
+  @pytest.mark.slow
   def test_two_processes_equal_one_and_resume_together(self):
     tmp = self.create_tempdir().full_path
     one, two = os.path.join(tmp, 'one'), os.path.join(tmp, 'two')

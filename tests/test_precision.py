@@ -4,6 +4,7 @@ from absl.testing import absltest
 import chex
 import jax
 import jax.numpy as jnp
+import pytest
 
 from metajax import loop
 from metajax import step
@@ -16,6 +17,7 @@ from tests import helpers
 
 class BFloat16Test(absltest.TestCase):
 
+  @pytest.mark.slow
   def test_meta_gradient_is_float32_and_close_to_float32s(self):
     config = Config(hidden=(16, 16)).resolve()
     tasks = helpers.sinusoid_tasks(num_tasks=4)
@@ -33,6 +35,7 @@ class BFloat16Test(absltest.TestCase):
     norm = lambda g: jnp.sqrt(sum(jnp.vdot(a, a) for a in jax.tree.leaves(g)))
     self.assertGreater(float(cos / norm(g16) / norm(g32)), 0.99)
 
+  @pytest.mark.slow
   def test_bfloat16_run_is_within_10_percent_of_float32(self):
     results = {}
     for dtype in ('float32', 'bfloat16'):

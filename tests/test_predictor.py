@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from metajax import algorithms
 from metajax import step
@@ -23,7 +24,7 @@ KEY = jax.random.PRNGKey(0)
 def _classifier(head='cosine', inner_steps=0, ways=3):
   model = Conv4(out=ways, channels=(8,) * 4)
   learner = algorithms.predictor(model, cross_entropy, inner_optimizer=optax.sgd(0.1),
-                                 inner_steps=inner_steps, head=head)
+                                 inner_steps=inner_steps, predictor_head=head)
   return model, learner
 
 
@@ -43,6 +44,7 @@ class PredictorTest(parameterized.TestCase):
     self.assertGreater(float(optax.tree.norm(grads['predictor']['kernel'])), 0)
     self.assertGreater(float(optax.tree.norm(grads['model'])), 0)
 
+  @pytest.mark.slow
   def test_class_mean_predictor_with_euclidean_head_is_a_protonet(self):
     model, learner = _classifier('euclidean', 0)
     tasks = image_tasks(ways=3, shots=2, query=2)
@@ -71,6 +73,7 @@ class PredictorTest(parameterized.TestCase):
     got = learner.predict(theta, task.support, task.query.x, KEY)
     np.testing.assert_allclose(got[:, :3], 10.0 * cos, rtol=1e-4, atol=1e-4)
 
+  @pytest.mark.slow
   def test_refinement_steps_lower_the_support_loss_and_are_differentiated(self):
     _, learner = _classifier('dot', 3)
     task = helpers.first(image_tasks(ways=3, shots=2, query=2))
@@ -79,7 +82,7 @@ class PredictorTest(parameterized.TestCase):
         learner.predict(theta, task.support, task.support.x, KEY, steps), task.support.y))
     self.assertLess(loss(3), loss(0))
     one_shot = algorithms.predictor(Conv4(out=3, channels=(8,) * 4), cross_entropy,
-                                    inner_optimizer=optax.sgd(0.1), inner_steps=0, head='dot')
+                                    inner_optimizer=optax.sgd(0.1), inner_steps=0, predictor_head='dot')
     g3 = jax.grad(lambda t: learner.outer_loss(t, task, KEY)[0])(theta)
     g0 = jax.grad(lambda t: one_shot.outer_loss(t, task, KEY)[0])(theta)
     self.assertFalse(np.allclose(g3['predictor']['kernel'], g0['predictor']['kernel']))
@@ -104,8 +107,8 @@ class PredictorTest(parameterized.TestCase):
     self.assertEqual(predictions.shape, (20, 1))
 
   def test_bad_head_and_steps_name_their_flag(self):
-    with self.assertRaisesRegex(ValueError, r"^head='l2': choose one of cosine, dot, euclidean"):
-      algorithms.predictor(MLP(), mse, head='l2')
+    with self.assertRaisesRegex(ValueError, r"^predictor_head='l2': choose one of cosine, dot, euclidean"):
+      algorithms.predictor(MLP(), mse, predictor_head='l2')
     with self.assertRaisesRegex(ValueError, r"--predictor_head='l2'"):
       Config(algorithm='predictor', predictor_head='l2').validate()
     Config(algorithm='predictor', inner_steps=0).validate()

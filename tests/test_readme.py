@@ -52,6 +52,7 @@ class ReadmeTest(parameterized.TestCase):
     self.assertEqual(out.stdout.strip(), '(' + shown)
 
   @pytest.mark.omniglot
+  @pytest.mark.slow
   def test_your_own_data_blocks_train_mix_sources_and_classify_files(self):
     cwd = self.create_tempdir().full_path
     helpers.omniglot_folders(os.path.join(cwd, OWN_DATA), characters=100, flat=True)
@@ -78,6 +79,7 @@ class ReadmeTest(parameterized.TestCase):
     self.assertGreaterEqual(int(shown.stdout.split()[0]), 8, shown.stdout)  # chance: 3 of 15
 
   @pytest.mark.omniglot
+  @pytest.mark.slow
   def test_time_to_accuracy_block_trains_validates_and_plots(self):
     cwd = self.create_tempdir().full_path
     os.symlink(os.path.join(helpers.REPO, 'experiments'), os.path.join(cwd, 'experiments'))
@@ -98,6 +100,7 @@ class ReadmeTest(parameterized.TestCase):
     self.assertTrue(os.path.exists(os.path.join(cwd, 'runs', 'time_to_accuracy.png')))
 
   @pytest.mark.omniglot
+  @pytest.mark.slow
   def test_block_that_loads_a_trained_run(self):
     (code,) = [b for b in BLOCKS if NEEDS_RUN in b]
     cwd = self.create_tempdir().full_path

@@ -45,6 +45,7 @@ class RunDirectoryTest(absltest.TestCase):
   def train(self, workdir, **changes):
     return loop.train_and_evaluate(self.config(**changes), workdir, show_progress=False)
 
+  @pytest.mark.slow
   def test_the_class_split_is_recorded_and_a_changed_one_is_refused(self):
     workdir = os.path.join(self.tmp, 'run')
     self.train(workdir)
@@ -75,6 +76,7 @@ class RunDirectoryTest(absltest.TestCase):
     self.assertLen(after, 2 * len(before))
     self.assertNotEqual(after[-1]['data'], before[0]['data'])
 
+  @pytest.mark.slow
   def test_a_resumed_run_says_how_many_steps_each_row_averages(self):
     workdir = os.path.join(self.tmp, 'run')
     self.train(workdir)
@@ -129,6 +131,7 @@ def guarded(path, mode='r', *a, **k):
     raise PermissionError(13, 'Read-only file system', str(path))
   return open_(path, mode, *a, **k)
 import builtins; builtins.open = guarded
+import pytest
 sys.argv[0] = 'evaluate.py'
 runpy.run_path(os.path.join(os.environ['REPO'], 'experiments', 'evaluate.py'), run_name='__main__')
 """
@@ -136,6 +139,7 @@ runpy.run_path(os.path.join(os.environ['REPO'], 'experiments', 'evaluate.py'), r
 
 class ReadOnlyRunTest(absltest.TestCase):
 
+  @pytest.mark.slow
   def test_evaluate_scores_a_run_it_cannot_write_and_writes_where_told(self):
     tmp = self.create_tempdir().full_path
     cache = os.path.join(tmp, 'cache')

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from metajax import step as step_lib
 from metajax.config import Config
@@ -60,6 +61,7 @@ class MetaStepTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, r'--task_chunk=4.*meta_batch_size=6'):
       Config(meta_batch_size=6, task_chunk=4).validate()
 
+  @pytest.mark.slow
   def test_jit_equals_no_jit(self):
     tasks, state, step = _maml_step(inner_steps=2, num_tasks=5)
     jitted, m1 = step(state, tasks, KEY)

@@ -4,6 +4,7 @@ import json
 import os
 
 from absl.testing import absltest
+import pytest
 
 from metajax import loop
 from metajax.config import Config
@@ -12,6 +13,7 @@ from tests.helpers import make_fixture, script
 
 class TimeToAccuracyTest(absltest.TestCase):
 
+  @pytest.mark.slow
   def test_reads_the_validation_curve_and_the_tested_checkpoint(self):
     data_dir = make_fixture(self.create_tempdir().full_path, 'pickle')
     workdir = os.path.join(self.create_tempdir().full_path, 'proto')

@@ -4,6 +4,7 @@ import os
 
 from absl.testing import absltest, parameterized
 import numpy as np
+import pytest
 
 from metajax import loop
 from metajax.config import Config
@@ -82,6 +83,7 @@ def episodes_first(split):
 
 class TfdsSourceTest(parameterized.TestCase):
 
+  @pytest.mark.slow
   def test_any_tfds_dataset_is_split_by_class_under_mock_data(self):
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     rng = np.random.default_rng(0)

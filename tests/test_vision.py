@@ -91,6 +91,7 @@ class Conv4Test(parameterized.TestCase):
                                norm.apply(params, jnp.moveaxis(y, 0, -1)), rtol=1e-5, atol=1e-5)
 
   @parameterized.parameters((28, 1), (20, 3))
+  @pytest.mark.slow
   def test_conv4_formulations_agree_with_gradients(self, side, cin):
     x = jax.random.normal(KEY, (6, side, side, cin))
     fast, plain = Conv4(out=3, channels=(8,) * 4), Conv4(out=3, channels=(8,) * 4,
@@ -114,6 +115,7 @@ class Conv4Test(parameterized.TestCase):
     np.testing.assert_array_equal(max_pool_2x2(infinite),
                                   nn.max_pool(infinite, (2, 2), strides=(2, 2)))
 
+  @pytest.mark.slow
   def test_compiled_inner_steps_equal_eager_ones(self):
     # With `.max()` differentiated through `x == max(x)`, XLA (jax 0.10.2 on
     # this CPU) compiled these 3 unrolled steps on 8x8 inputs to losses up to
@@ -164,6 +166,7 @@ class ProtoNetTest(parameterized.TestCase):
     np.testing.assert_allclose(logits[:, :ways], expected, rtol=1e-5, atol=1e-5)
     self.assertTrue(np.all(logits[:, ways:] <= -1e8))  # absent classes are never chosen
 
+  @pytest.mark.slow
   def test_learner_logits_and_gradient(self):
     model = Conv4(out=3, channels=(8,) * 4)
     learner = algorithms.protonet(model, cross_entropy)
@@ -183,6 +186,7 @@ class ProtoNetTest(parameterized.TestCase):
 class EveryAlgorithmOnImagesTest(parameterized.TestCase):
 
   @parameterized.parameters(*algorithms.ALGORITHMS)
+  @pytest.mark.slow
   def test_one_meta_step_on_image_tasks(self, name):
     model = Conv4(out=3, channels=(8,) * 4)
     learner = helpers.learner(name, model=model, loss_fn=cross_entropy, dataset='omniglot',
@@ -205,6 +209,7 @@ class EveryAlgorithmOnImagesTest(parameterized.TestCase):
 @pytest.mark.omniglot
 class RealOmniglotTest(parameterized.TestCase):
 
+  @pytest.mark.slow
   def test_short_protonet_run_is_well_above_chance(self):
     config = Config(dataset='omniglot', algorithm='protonet', ways=5, shots=1, query=5,
                     eval_query=5, meta_batch_size=1, meta_lr=1e-3, num_steps=60,
@@ -216,6 +221,7 @@ class RealOmniglotTest(parameterized.TestCase):
     self.assertEqual(record['num_tasks'], 100)
     self.assertGreater(record['mean'] - record['ci95'], 0.5)  # chance is 0.2
 
+  @pytest.mark.slow
   def test_trained_learner_predicts_raw_105px_drawings(self):
     import zipfile  # pylint: disable=g-import-not-at-top
     from PIL import Image  # pylint: disable=g-import-not-at-top

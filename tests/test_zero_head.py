@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from metajax import algorithms
 from metajax.config import Config
@@ -45,7 +46,7 @@ class ZeroHeadTest(parameterized.TestCase):
 
   def learner(self, zero_head, first_order=False, algorithm='maml'):
     if algorithm == 'mamlpp':  # every piece on, the multi-step loss still annealing
-      return algorithms.mamlpp(MODEL, cross_entropy, initial_lr=0.3, inner_steps=2,
+      return algorithms.mamlpp(MODEL, cross_entropy, inner_lr=0.3, inner_steps=2,
                                msl_steps=10, zero_head=zero_head)
     return algorithms.maml(MODEL, cross_entropy, inner_optimizer=optax.sgd(0.3), inner_steps=2,
                            first_order=first_order, zero_head=zero_head)
@@ -74,6 +75,7 @@ class ZeroHeadTest(parameterized.TestCase):
         self.assertGreater(abs(float(metrics['support_loss_before'] - np.log(3))), 1e-4)
 
   @parameterized.parameters('maml', 'mamlpp')
+  @pytest.mark.slow
   def test_body_meta_gradient_matches_finite_differences(self, algorithm):
     learner = self.learner(True, algorithm=algorithm)
     theta, task = self.theta(learner), tiny_task()
@@ -87,6 +89,7 @@ class ZeroHeadTest(parameterized.TestCase):
     self.assertAlmostEqual(along, self.central_difference(learner, theta, direction, task),
                            places=7)
 
+  @pytest.mark.slow
   def test_mamlpp_every_inner_loop_starts_from_zero_and_uses_the_heads_rates(self):
     learner, task = self.learner(True, algorithm='mamlpp'), tiny_task()
     theta = self.theta(learner)

@@ -7,8 +7,8 @@ features. For each test episode the backbone is frozen and a new head, one
 column per support class, is fitted on the support features by
 `inner_steps` steps of `inner_optimizer`:
 
-- Baseline (`head='linear'`): a linear layer.
-- Baseline++ (`head='cosine'`): cosine similarity to per-class weights times
+- Baseline (`finetune_head='linear'`): a linear layer.
+- Baseline++ (`finetune_head='cosine'`): cosine similarity to per-class weights times
   a fixed scale, in pre-training and in fine-tuning.
 
 Reference:
@@ -40,25 +40,25 @@ def _classify(kind: str, head: Params, features: Array) -> Array:
   return common.head_logits(kind, features, head['kernel'], head.get('bias'), COSINE_SCALE)
 
 
-def finetune(model: nn.Module, loss_fn: LossFn, *, num_classes: int,
+def finetune(model: nn.Module, loss_fn: LossFn, *, pretrain_classes: int,
              inner_optimizer: optax.GradientTransformation = optax.adam(0.01),
-             inner_steps: int = 100, head: str = 'linear') -> MetaLearner:
+             inner_steps: int = 100, finetune_head: str = 'linear') -> MetaLearner:
   """Baseline (linear head) or Baseline++ (cosine head).
 
   Args:
     model: a metajax model; its `embed` is the backbone.
     loss_fn: softmax cross-entropy `(logits, labels) -> scalar`.
-    num_classes: classes of the pre-training split (C).
+    pretrain_classes: classes of the pre-training split (C).
     inner_optimizer, inner_steps: fitting the new head on a test episode's
       support features.
-    head: 'linear' (Baseline) or 'cosine' (Baseline++).
+    finetune_head: 'linear' (Baseline) or 'cosine' (Baseline++).
 
   Returns:
     A `MetaLearner` with a `batch_loss`; theta = {'model': the backbone,
     'classifier': the C-way head}; phi = {'head', 'present'}.
   """
-  if head not in HEADS:
-    raise ValueError(f'head={head!r}: choose one of {", ".join(HEADS)}')
+  if finetune_head not in HEADS:
+    raise ValueError(f'finetune_head={finetune_head!r}: choose one of {", ".join(HEADS)}')
 
   def embed(theta, x, mask=None):
     return common.run_model(model, theta['model'], x, mask, 'embed')
@@ -72,7 +72,7 @@ def finetune(model: nn.Module, loss_fn: LossFn, *, num_classes: int,
     variables = model.init(model_key, example_task.support.x, method='embed')
     features = model.apply(variables, example_task.support.x, method='embed')
     return {'model': variables,
-            'classifier': new_head(head_key, features.shape[-1], num_classes, features.dtype)}
+            'classifier': new_head(head_key, features.shape[-1], pretrain_classes, features.dtype)}
 
   def adapt(theta, support: Split, rng, num_steps=None) -> Adapted:
     """A head fitted on the support features (one column per support example)."""
@@ -81,7 +81,7 @@ def finetune(model: nn.Module, loss_fn: LossFn, *, num_classes: int,
     columns = features.shape[0]
     _, counts = common.class_means(features, support.y, support.mask)
     present = counts > 0
-    masked = lambda fitted, f: jnp.where(present, _classify(head, fitted, f), -1e9)
+    masked = lambda fitted, f: jnp.where(present, _classify(finetune_head, fitted, f), -1e9)
     result = inner.inner_loop(
         lambda fitted: losses.masked_mean(loss_fn, masked(fitted, features), support.y,
                                           support.mask),
@@ -90,14 +90,14 @@ def finetune(model: nn.Module, loss_fn: LossFn, *, num_classes: int,
     return Adapted({'head': result.params, 'present': present}, result.losses)
 
   def apply(theta, phi, x, mask=None):
-    return jnp.where(phi['present'], _classify(head, phi['head'], embed(theta, x, mask)), -1e9)
+    return jnp.where(phi['present'], _classify(finetune_head, phi['head'], embed(theta, x, mask)), -1e9)
 
   adapt, apply = common.support_statistics(model, adapt, apply)
 
   def batch_loss(theta, batch: Split, rng):
     """Supervised pre-training loss of one mini-batch."""
     del rng
-    loss = loss_fn(_classify(head, theta['classifier'], embed(theta, batch.x)), batch.y)
+    loss = loss_fn(_classify(finetune_head, theta['classifier'], embed(theta, batch.x)), batch.y)
     return loss, {'query_loss': loss, 'support_loss_before': loss}
 
   return MetaLearner(name='finetune', init=init, adapt=adapt, apply=apply,
@@ -125,8 +125,8 @@ register(AlgorithmSpec(
     from_data={'pretrain_classes': 'num_train_classes'},
     tasks=('classification',), any_ways=True,
     build=lambda s, model, loss_fn: finetune(
-        model, loss_fn, num_classes=s.pretrain_classes, inner_optimizer=s.inner_optimizer_at(),
-        inner_steps=s.inner_steps, head=s.finetune_head),
+        model, loss_fn, pretrain_classes=s.pretrain_classes, inner_optimizer=s.inner_optimizer_at(),
+        inner_steps=s.inner_steps, finetune_head=s.finetune_head),
     # Supervised pre-training on every class of the Vinyals training split:
     # mini-batches of 128 shifted images, AdamW with warm-up and cosine decay.
     dataset_defaults={'omniglot': {'meta_batch_size': 128, 'augment': True,

@@ -63,7 +63,7 @@ def implicit_meta_gradient(support_loss: Callable[[Params], Array], phi: Params,
 
 def imaml(model: nn.Module, loss_fn: LossFn, *,
           inner_optimizer: optax.GradientTransformation = optax.sgd(0.01),
-          inner_steps: int = 5, lam: float = 1.0, cg_steps: int = 5) -> MetaLearner:
+          inner_steps: int = 5, imaml_lambda: float = 1.0, cg_steps: int = 5) -> MetaLearner:
   """Implicit MAML.
 
   Args:
@@ -72,14 +72,14 @@ def imaml(model: nn.Module, loss_fn: LossFn, *,
     inner_optimizer: optax transformation run on the regularised support loss.
     inner_steps: inner steps (the inner problem should be solved well: iMAML's
       gradient is exact only at the minimiser).
-    lam: the proximal strength lambda.
+    imaml_lambda: the proximal strength lambda.
     cg_steps: conjugate-gradient iterations for the implicit gradient.
 
   Returns:
     A `MetaLearner` whose `meta_gradient` is the implicit meta-gradient.
   """
-  if not lam > 0:
-    raise ValueError(f'lam={lam}: must be > 0')
+  if not imaml_lambda > 0:
+    raise ValueError(f'imaml_lambda={imaml_lambda}: must be > 0')
   if cg_steps < 1:
     raise ValueError(f'cg_steps={cg_steps}: must be a positive integer')
 
@@ -91,7 +91,7 @@ def imaml(model: nn.Module, loss_fn: LossFn, *,
     def regularised(v):
       proximal = sum(jnp.sum(jnp.square(a - b)) for a, b in
                      zip(jax.tree.leaves(v), jax.tree.leaves(anchor)))
-      return common.split_loss(model, loss_fn, v, support) + 0.5 * lam * proximal
+      return common.split_loss(model, loss_fn, v, support) + 0.5 * imaml_lambda * proximal
 
     result = inner.inner_loop(regularised, anchor, inner_optimizer, steps, first_order=True)
     return Adapted(jax.lax.stop_gradient(result.params), result.losses)
@@ -102,7 +102,7 @@ def imaml(model: nn.Module, loss_fn: LossFn, *,
     query_loss, query_grad = jax.value_and_grad(lambda v: common.query_loss(
         loss_fn, apply, theta, common.with_support(model, v, task.support), task.query))(phi)
     support_loss = lambda v: common.split_loss(model, loss_fn, v, task.support)
-    grads = implicit_meta_gradient(support_loss, phi, query_grad, lam, cg_steps)
+    grads = implicit_meta_gradient(support_loss, phi, query_grad, imaml_lambda, cg_steps)
     return {'model': grads}, {'query_loss': query_loss,
                               'support_loss_before': adapted.support_losses[0]}
 
@@ -126,4 +126,4 @@ register(AlgorithmSpec(
     settings=IMAMLSettings,
     build=lambda s, model, loss_fn: imaml(
         model, loss_fn, inner_optimizer=s.inner_optimizer_at(), inner_steps=s.inner_steps,
-        lam=s.imaml_lambda, cg_steps=s.cg_steps)))
+        imaml_lambda=s.imaml_lambda, cg_steps=s.cg_steps)))

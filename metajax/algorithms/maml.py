@@ -121,12 +121,12 @@ def anil(model: nn.Module, loss_fn: LossFn, *,
 
 def metasgd(model: nn.Module, loss_fn: LossFn, *,
             inner_optimizer: optax.GradientTransformation = optax.sgd(1.0),
-            initial_lr: float = 0.01, inner_steps: int = 1, remat: bool = False,
+            inner_lr: float = 0.01, inner_steps: int = 1, remat: bool = False,
             backprop_steps: Optional[int] = None) -> MetaLearner:
   """Meta-SGD: a meta-learned learning rate for every parameter.
 
   phi = theta + alpha * direction, with `alpha` (a pytree shaped like the
-  parameters, initialised to `initial_lr`, under theta['inner_lr'])
+  parameters, initialised to `inner_lr`, under theta['inner_lr'])
   meta-learned beside theta, applied by `inner.scale_by_learned_rates`. The
   direction is `inner_optimizer`'s update: `optax.sgd(1.0)` gives minus the
   gradient, as in the paper; `optax.adam(1.0, eps_root=1e-12)` Adam's.
@@ -134,7 +134,7 @@ def metasgd(model: nn.Module, loss_fn: LossFn, *,
 
   def init(rng, example_task):
     theta = common.init_model(model, rng, example_task)
-    theta['inner_lr'] = jax.tree.map(lambda p: jax.numpy.full_like(p, initial_lr),
+    theta['inner_lr'] = jax.tree.map(lambda p: jax.numpy.full_like(p, inner_lr),
                                      theta['model'])
     return theta
 
@@ -199,5 +199,5 @@ _register('anil', 'ANIL: only the head adapts (Raghu et al. 2020)', TruncatableS
 _register('metasgd', 'Meta-SGD: meta-learned per-parameter rates, from --inner_lr',
           TruncatableSettings,
           lambda s, model, loss_fn: metasgd(
-              model, loss_fn, inner_optimizer=s.inner_optimizer_at(1.0), initial_lr=s.inner_lr,
+              model, loss_fn, inner_optimizer=s.inner_optimizer_at(1.0), inner_lr=s.inner_lr,
               inner_steps=s.inner_steps, remat=s.remat, backprop_steps=s.backprop_steps))

@@ -15,9 +15,9 @@ of them off the learner is second-order MAML:
   at hand (`models.BatchStatNorm`), so the paper's per-step running
   statistics (BNRS) have nothing to keep.
 - `learn_inner_lr` (LSLR): one inner learning rate per parameter tensor and
-  inner step, meta-learned from `initial_lr`: the inner update of step k is
+  inner step, meta-learned from `inner_lr`: the inner update of step k is
   `optax.chain(inner_optimizer, inner.scale_by_learned_rates(rates_k))`.
-  Off: every step uses `initial_lr`.
+  Off: every step uses `inner_lr`.
 - `first_order_steps > 0`, derivative-order annealing (DA): first-order
   meta-gradients for the first `first_order_steps` meta-steps, second-order
   after. The phase is picked with `lax.switch` on the meta-step, so a
@@ -84,7 +84,7 @@ def _norm_paths(params: Params) -> set[tuple[str, ...]]:
 
 def mamlpp(model: nn.Module, loss_fn: LossFn, *,
            inner_optimizer: optax.GradientTransformation = optax.sgd(1.0),
-           initial_lr: float = 0.1, inner_steps: int = 5, msl_steps: int = 0,
+           inner_lr: float = 0.1, inner_steps: int = 5, msl_steps: int = 0,
            first_order_steps: int = 0, per_step_bn: bool = True, learn_inner_lr: bool = True,
            remat: bool = False, zero_head: bool = False) -> MetaLearner:
   """MAML++ (see the module docstring for each piece).
@@ -94,7 +94,7 @@ def mamlpp(model: nn.Module, loss_fn: LossFn, *,
     loss_fn: `(predictions, targets) -> scalar`.
     inner_optimizer: the inner update's direction at learning rate 1
       (`optax.sgd(1.0)`: minus the gradient), scaled by the step's rates.
-    initial_lr: the inner learning rate (the initial one when learned).
+    inner_lr: the inner learning rate (the initial one when learned).
     inner_steps: inner steps during meta-training (S).
     msl_steps: meta-steps over which the multi-step loss anneals (0: off).
     first_order_steps: first-order meta-steps before second order (0: none).
@@ -130,7 +130,7 @@ def mamlpp(model: nn.Module, loss_fn: LossFn, *,
       theta['model'] = {**theta['model'], 'params': traverse_util.unflatten_dict(flat)}
     if learn_inner_lr:
       adapted, _ = split(theta['model'])
-      theta['inner_lr'] = jax.tree.map(lambda p: jnp.full((inner_steps,), initial_lr, p.dtype),
+      theta['inner_lr'] = jax.tree.map(lambda p: jnp.full((inner_steps,), inner_lr, p.dtype),
                                        adapted)
     return theta
 
@@ -139,7 +139,7 @@ def mamlpp(model: nn.Module, loss_fn: LossFn, *,
     index = jnp.minimum(jnp.arange(max(num_steps, 1)), inner_steps - 1)
     _, norms = split(theta['model'])
     rates = (theta['inner_lr'] if learn_inner_lr else
-             jax.tree.map(lambda p: jnp.full((inner_steps,), initial_lr, p.dtype),
+             jax.tree.map(lambda p: jnp.full((inner_steps,), inner_lr, p.dtype),
                           split(theta['model'])[0]))
     return {'norms': {'/'.join(p): v[index] for p, v in norms.items()},
             'rates': jax.tree.map(lambda r: r[index], rates)}
@@ -229,7 +229,7 @@ class MAMLPPSettings(InnerLoop):
 
 
 def _build(s: MAMLPPSettings, model, loss_fn):
-  return mamlpp(model, loss_fn, inner_optimizer=s.inner_optimizer_at(1.0), initial_lr=s.inner_lr,
+  return mamlpp(model, loss_fn, inner_optimizer=s.inner_optimizer_at(1.0), inner_lr=s.inner_lr,
                 inner_steps=s.inner_steps, msl_steps=s.msl_steps,
                 first_order_steps=s.first_order_steps, per_step_bn=s.per_step_bn,
                 learn_inner_lr=s.learn_inner_lr, remat=s.remat, zero_head=s.zero_head)

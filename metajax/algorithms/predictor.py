@@ -9,7 +9,7 @@ episodically end to end: the meta-gradient flows through g and f.
 Classification (Qiao et al. 2018; Gidaris & Komodakis 2018): the weight of
 class c is a learned linear map of the class's mean support embedding,
 w_c = A m_c + a (A initialised to the identity), and the head scores a query
-by `head`: cosine similarity times a learned scale (default, as in Gidaris &
+by `predictor_head`: cosine similarity times a learned scale (default, as in Gidaris &
 Komodakis), dot product, or negative squared Euclidean distance (with A = I,
 a = 0 that is exactly a Prototypical Network).
 
@@ -42,7 +42,7 @@ HEADS = ('cosine', 'dot', 'euclidean')
 
 def predictor(model: nn.Module, loss_fn: LossFn, *,
               inner_optimizer: optax.GradientTransformation = optax.sgd(0.01),
-              inner_steps: int = 0, remat: bool = False, head: str = 'cosine') -> MetaLearner:
+              inner_steps: int = 0, remat: bool = False, predictor_head: str = 'cosine') -> MetaLearner:
   """A learner that predicts the task's head from the support set.
 
   Args:
@@ -52,14 +52,14 @@ def predictor(model: nn.Module, loss_fn: LossFn, *,
     inner_optimizer, inner_steps, remat: the optional refinement of the
       predicted head by differentiable inner steps on the support loss
       (`inner_steps=0`: none, purely model-based).
-    head: 'cosine', 'dot' or 'euclidean' (classification).
+    predictor_head: 'cosine', 'dot' or 'euclidean' (classification).
 
   Returns:
     A `MetaLearner`; theta = {'model': f's variables, 'predictor': g's};
     phi = {'head': the task's head, 'counts': support examples per class}.
   """
-  if head not in HEADS:
-    raise ValueError(f'head={head!r}: choose one of {", ".join(HEADS)}')
+  if predictor_head not in HEADS:
+    raise ValueError(f'predictor_head={predictor_head!r}: choose one of {", ".join(HEADS)}')
 
   def embed(theta, x, mask=None):
     return common.run_model(model, theta['model'], x, mask, 'embed')
@@ -88,7 +88,7 @@ def predictor(model: nn.Module, loss_fn: LossFn, *,
   def outputs(theta, task_head, counts, features):
     if counts is None:  # regression
       return (features @ task_head['w'] + task_head['b'])[:, None]
-    logits = common.head_logits(head, features, task_head['w'].T,
+    logits = common.head_logits(predictor_head, features, task_head['w'].T,
                                   scale=theta['predictor'].get('scale'))
     return common.mask_absent(logits, counts)
 
@@ -124,7 +124,7 @@ register(AlgorithmSpec(
     settings=PredictorSettings, any_ways=True,
     build=lambda s, model, loss_fn: predictor(
         model, loss_fn, inner_optimizer=s.inner_optimizer_at(), inner_steps=s.inner_steps,
-        remat=s.remat, head=s.predictor_head),
+        remat=s.remat, predictor_head=s.predictor_head),
     # Qiao et al. train on more ways than they test: 30-way episodes of 1 shot,
     # 5 queries per class, one episode a step, 1,500 steps on a 2-core CPU.
     dataset_defaults={'omniglot': {'train_ways': 30, 'query': 5, 'eval_query': 15,
