@@ -35,8 +35,11 @@ setup(
         'test': ['pytest==9.2.0', 'pytest-xdist==3.8.0', 'tensorboard==2.21.0'],
         # `tensorboard --logdir RUN` on the event files every run writes.
         'tensorboard': ['tensorboard==2.21.0'],
+        # The documentation site: `mkdocs build --strict` (CI) or `mkdocs serve`.
+        'docs': ['mkdocs==1.6.1', 'mkdocs-material==9.8.1', 'mkdocstrings==1.0.8',
+                 'mkdocstrings-python==2.0.11'],
         # Side-by-side benchmarks. learn2learn 0.2.0 does not build from PyPI on
-        # Python 3.11; see the README's "Speed against learn2learn" for its install steps.
+        # Python 3.11; see docs/speed.md for its install steps.
         'bench': ['torch==2.13.0'],
     },
     license='Apache-2.0',

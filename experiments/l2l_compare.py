@@ -12,7 +12,7 @@ Conv4 embedding of support and query sets, class means, negative squared
 Euclidean distances, cross-entropy, Adam.
 
 learn2learn 0.2.0 does not install from PyPI on Python 3.11 and its top-level
-package imports torchvision; see the README ("Speed against learn2learn"). This module imports
+package imports torchvision; see docs/speed.md. This module imports
 `learn2learn.algorithms` alone, from the installed package folder.
 """
 
@@ -34,7 +34,7 @@ def check_installed() -> None:
       raise ImportError(
           f'{name} is not installed: --compare=learn2learn needs torch==2.13.0 '
           '(pip install -e ".[bench]") and learn2learn 0.2.0 built from source '
-          '(steps in the README, "Speed against learn2learn")')
+          '(steps in docs/speed.md)')
 
 
 def import_learn2learn_algorithms():
@@ -46,7 +46,7 @@ def import_learn2learn_algorithms():
     raise ImportError(
         'learn2learn is not installed: --compare=learn2learn needs torch==2.13.0 '
         '(pip install -e ".[bench]") and learn2learn 0.2.0 built from source '
-        '(steps in the README, "Speed against learn2learn")')
+        '(steps in docs/speed.md)')
   if 'learn2learn' not in sys.modules:
     package = types.ModuleType('learn2learn')
     package.__path__ = list(spec.submodule_search_locations)

@@ -22,7 +22,7 @@ in chunks of `--chunk` (2) instead of one at a time (another order of the same
 sums, so rounding differs at every step, as it does between two libraries;
 neither needs torch).
 
-  pip install -e ".[bench]"   # then learn2learn 0.2.0 from source (README)
+  pip install -e ".[bench]"   # then learn2learn 0.2.0 from source (docs/speed.md)
   python experiments/l2l_crosscheck.py --workdir=runs/crosscheck --num_steps=400
   python experiments/l2l_crosscheck.py --workdir=runs/chaos --num_steps=400 --reference=perturbed
   python experiments/l2l_crosscheck.py --workdir=runs/rechunked --num_steps=400 --reference=rechunked

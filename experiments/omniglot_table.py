@@ -1,4 +1,4 @@
-r"""Trains the Omniglot presets and prints the results table of the README.
+r"""Trains the Omniglot presets and prints the Omniglot results table (docs/results-omniglot.md).
 
 Each row is a preset in `experiments/configs/` (the CPU-sized MAML ones, the
 ProtoNets ones); a row's run lives in `<workdir>/<row>` and resumes if it is

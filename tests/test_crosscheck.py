@@ -1,7 +1,7 @@
 """experiments/l2l_crosscheck.py: metajax and learn2learn from the same weights on the same episodes.
 
 The learn2learn comparison needs torch and learn2learn (the bench extra and the
-README's install steps) and the real Omniglot files; skipped without them. In
+install steps of docs/speed.md) and the real Omniglot files; skipped without them. In
 float64 the two libraries' first meta-steps agree to float64 rounding, which
 they could not if the models, the episodes, the inner step or the
 meta-optimizer differed. The rechunked yardstick needs neither library.
@@ -37,7 +37,7 @@ class CrossCheckTest(absltest.TestCase):
     self.assertLess(max(result['comparison']['max_relative_difference']), 1e-10)
 
   @pytest.mark.skipif(NO_LEARN2LEARN, reason='torch and learn2learn are not installed (pip '
-                      'install -e ".[bench]" and the README\'s learn2learn steps)')
+                      'install -e ".[bench]" and the learn2learn steps of docs/speed.md)')
   def test_first_steps_agree_in_float64_and_the_results_are_written(self):
     workdir = os.path.join(self.create_tempdir().full_path, 'cc')
     args = [f'--workdir={workdir}', '--num_steps=3', '--settings=5w1s', '--float64',

@@ -155,7 +155,7 @@ class ScriptsTest(parameterized.TestCase):
   )
   @pytest.mark.omniglot  # below the parameters: each generated test carries the mark
   @pytest.mark.slow
-  def test_episode_errors_are_the_ones_the_readme_quotes(self, args, message):
+  def test_episode_errors_are_the_ones_the_docs_quote(self, args, message):
     workdir = os.path.join(self.create_tempdir().full_path, 'run')
     small = ['--num_steps=1', '--eval_tasks=1', '--meta_batch_size=1', '--channels=8',
              '--progress=false'] + (['--query=1'] if message is None else [])
@@ -166,7 +166,7 @@ class ScriptsTest(parameterized.TestCase):
       self.assertEqual(out.returncode, 0, out.stderr)
       return
     self.assertIn(f'error: {message}\n', out.stderr)
-    with open(os.path.join(REPO, 'README.md')) as f:
+    with open(os.path.join(REPO, 'docs', 'data.md')) as f:  # the errors the docs quote
       self.assertIn(f'`{message}`', ' '.join(f.read().split()))
     self.assertFalse(os.path.exists(workdir))
 

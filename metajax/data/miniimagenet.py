@@ -13,7 +13,7 @@
   each a dict with `image_data` (uint8 [N, 84, 84, 3]) and `class_dict`
   (class name -> list of row indices).
 
-The data is not freely downloadable; see the README for how to obtain it.
+The data is not freely downloadable; see docs/data.md for how to obtain it.
 Inputs are normalised per channel with the usual miniImageNet mean and
 standard deviation; `--augment` adds random 8-pixel-padded crops and
 horizontal flips to the meta-training episodes.
@@ -62,7 +62,7 @@ def detect_format(data_dir: str) -> str:
   raise FileNotFoundError(
       f'miniImageNet is not in data_dir={data_dir}: put there either train.csv, '
       'val.csv, test.csv and the folder images/ (Ravi & Larochelle), or '
-      'mini-imagenet-cache-train.pkl, -val.pkl and -test.pkl (see the README).')
+      'mini-imagenet-cache-train.pkl, -val.pkl and -test.pkl (see docs/data.md).')
 
 
 class SplitImages(NamedTuple):

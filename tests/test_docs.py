@@ -1,5 +1,12 @@
-"""Every Python block of README.md runs as written (each in a fresh interpreter)."""
+"""Every code block of README.md and docs/ runs as written (each in a fresh interpreter).
 
+Python blocks run in a fresh interpreter in a temporary folder; those that
+read the real Omniglot or a trained run get their own tests below, as do the
+bash blocks that train (run with a few steps; the same commands otherwise).
+The site itself is built by `mkdocs build --strict` in CI.
+"""
+
+import glob
 import os
 import re
 import subprocess
@@ -12,13 +19,25 @@ from metajax import loop, rundir
 from metajax.config import Config
 from tests import helpers
 
-with open(os.path.join(helpers.REPO, 'README.md')) as f:
-  BLOCKS = re.findall(r'```python\n(.*?)```', f.read(), re.S)
+PAGES = [os.path.join(helpers.REPO, 'README.md')] + sorted(
+    glob.glob(os.path.join(helpers.REPO, 'docs', '*.md')))
+
+
+def _blocks(language):
+  found = []
+  for page in PAGES:
+    with open(page) as f:
+      found += [(os.path.relpath(page, helpers.REPO), code)
+                for code in re.findall(rf'```{language}\n(.*?)```', f.read(), re.S)]
+  return found
+
+
+BLOCKS = _blocks('python')
 NEEDS_RUN = 'runs/protonet_5w1s'  # the block that loads a trained run
 OWN_DATA = 'my_images'  # the blocks of "Your own data"
+NEW_ALGORITHM = "register(AlgorithmSpec("  # the guide to writing an algorithm
 NEEDS_DATA = ("'omniglot'", NEEDS_RUN, OWN_DATA)  # blocks that read the real Omniglot files
-with open(os.path.join(helpers.REPO, 'README.md')) as f:
-  BASH_BLOCKS = re.findall(r'```bash\n(.*?)```', f.read(), re.S)
+BASH_BLOCKS = [code for _, code in _blocks('bash')]
 (OWN_DATA_COMMANDS,) = [b for b in BASH_BLOCKS if OWN_DATA in b]
 (TIME_TO_ACCURACY,) = [b for b in BASH_BLOCKS if 'time_to_accuracy.py' in b]
 # Appended to each training command of that block: the same runs, a few steps long.
@@ -31,21 +50,24 @@ def run_block(code, cwd):
                         text=True, timeout=600, check=False)
 
 
-class ReadmeTest(parameterized.TestCase):
+class DocsTest(parameterized.TestCase):
 
-  def test_the_readme_has_python_blocks(self):
-    self.assertGreaterEqual(len(BLOCKS), 4)
+  def test_the_readme_and_the_docs_have_python_blocks(self):
+    pages = {page for page, _ in BLOCKS}
+    self.assertIn('README.md', pages)
+    self.assertGreaterEqual(len(pages), 4)
 
-  @parameterized.parameters(*[i for i, b in enumerate(BLOCKS)
-                              if not any(n in b for n in NEEDS_DATA)])
-  def test_block_runs_as_written(self, index):
-    out = run_block(BLOCKS[index], self.create_tempdir().full_path)
+  @parameterized.named_parameters(
+      *[(f'{page.replace("/", "_").replace(".", "_")}_{i}', code)
+        for i, (page, code) in enumerate(BLOCKS) if not any(n in code for n in NEEDS_DATA)])
+  def test_block_runs_as_written(self, code):
+    out = run_block(code, self.create_tempdir().full_path)
     self.assertEqual(out.returncode, 0, out.stderr[-3000:])
-    self.assertTrue(out.stdout.strip(), 'a README block should print its result')
+    self.assertTrue(out.stdout.strip(), 'a block should print its result')
 
   @pytest.mark.omniglot
   def test_episodes_block_prints_the_shapes_it_shows(self):
-    (code,) = [b for b in BLOCKS if 'episode_sampler' in b]
+    (code,) = [b for _, b in BLOCKS if 'episode_sampler' in b]
     out = run_block(code, self.create_tempdir().full_path)
     self.assertEqual(out.returncode, 0, out.stderr[-3000:])
     shown = code.split('# (', 1)[1].strip()
@@ -63,7 +85,7 @@ class ReadmeTest(parameterized.TestCase):
     out = subprocess.run(['bash', '-ec', OWN_DATA_COMMANDS], cwd=cwd, env=env,
                          capture_output=True, text=True, timeout=900, check=False)
     self.assertEqual(out.returncode, 0, out.stderr[-3000:])
-    print(out.stdout)  # the figures the README quotes (pytest -s shows them)
+    print(out.stdout)  # the figures the docs quote (pytest -s shows them)
     (proto,) = rundir.read_eval(os.path.join(cwd, 'runs', 'my_protonet'))
     self.assertGreater(proto['mean'], 0.6)  # 5-way: chance is 0.2
     mixed = rundir.read_eval(os.path.join(cwd, 'runs', 'my_mixed'))
@@ -73,7 +95,7 @@ class ReadmeTest(parameterized.TestCase):
     bound = re.findall(r'of at most (\d+) shapes', out.stderr)
     self.assertTrue(compiles and bound, out.stdout + out.stderr[-2000:])
     self.assertLessEqual(int(compiles.group(1)), int(bound[-1]))
-    (code,) = [b for b in BLOCKS if OWN_DATA in b]
+    (code,) = [b for _, b in BLOCKS if OWN_DATA in b]
     shown = run_block(code, cwd)
     self.assertEqual(shown.returncode, 0, shown.stderr[-3000:])
     self.assertGreaterEqual(int(shown.stdout.split()[0]), 8, shown.stdout)  # chance: 3 of 15
@@ -102,13 +124,25 @@ class ReadmeTest(parameterized.TestCase):
   @pytest.mark.omniglot
   @pytest.mark.slow
   def test_block_that_loads_a_trained_run(self):
-    (code,) = [b for b in BLOCKS if NEEDS_RUN in b]
+    codes = [b for _, b in BLOCKS if NEEDS_RUN in b]  # the README's and the data guide's
+    self.assertNotEmpty(codes)
     cwd = self.create_tempdir().full_path
     config = Config(dataset='omniglot', algorithm='protonet', ways=5, shots=1, query=2,
                     meta_batch_size=1, channels=8, num_steps=5, log_every=5, checkpoint_every=5,
                     eval_tasks=5, data_dir=helpers.OMNIGLOT_DIR)
     loop.train_and_evaluate(config, os.path.join(cwd, NEEDS_RUN), show_progress=False)
-    out = run_block(code, cwd)
+    for code in set(codes):
+      out = run_block(code, cwd)
+      self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+      labels = set(int(v) for v in re.findall(r'-?\d+', out.stdout))
+      self.assertTrue(labels and labels <= {3, 14, 15, 92, 65}, out.stdout)
+
+  @pytest.mark.slow
+  @pytest.mark.omniglot
+  def test_new_algorithm_block_registers_trains_and_beats_chance(self):
+    (code,) = [b for _, b in BLOCKS if NEW_ALGORITHM in b]
+    out = run_block(code, self.create_tempdir().full_path)
     self.assertEqual(out.returncode, 0, out.stderr[-3000:])
-    labels = set(int(v) for v in re.findall(r'-?\d+', out.stdout))
-    self.assertTrue(labels and labels <= {3, 14, 15, 92, 65}, out.stdout)
+    self.assertIn("'centroid_metric': 'cosine'", out.stdout)
+    accuracy = float(re.search(r'0 steps: ([0-9.]+)', out.stdout).group(1))
+    self.assertGreater(accuracy, 0.4, out.stdout)  # 5-way: chance is 0.2
