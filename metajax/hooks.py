@@ -112,9 +112,13 @@ class LogMetrics:
   `every` in the first row after a resume between two log steps.
   """
 
-  def __init__(self, every: int, last: int, writer, clock: Clock, check=None, progress=None):
+  def __init__(self, every: int, last: int, writer, clock: Clock, check=None, progress=None,
+               learning_rate=None):
     self.every, self.last, self.writer, self.clock = every, last, writer, clock
     self.check, self.progress, self.window = check, progress, []
+    # TensorBoard also gets the meta learning rate (a float or an optax schedule of
+    # the step) and the steps/s of each window.
+    self.learning_rate, self.window_start = learning_rate, None
 
   def __call__(self, done: int, state: TrainState, metrics) -> None:
     self.window.append(metrics)
@@ -126,6 +130,15 @@ class LogMetrics:
     count, self.window = len(self.window), []
     if self.writer is not None:
       self.writer.write(done, {**mean, 'time_s': self.clock.time_s(), 'steps_averaged': count})
+      speed = {}
+      train_s = self.clock.train_s()
+      if self.window_start is not None and train_s > self.window_start:
+        speed['steps_per_s'] = count / (train_s - self.window_start)
+      self.window_start = train_s
+      if self.learning_rate is not None:
+        rate = self.learning_rate
+        speed['meta_lr'] = rate(done - 1) if callable(rate) else rate
+      self.writer.scalars(done, speed, 'train')
     if self.progress is not None:
       self.progress.set_postfix(step=done, query_loss=f'{float(mean["query_loss"]):.4f}')
 

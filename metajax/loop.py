@@ -15,7 +15,7 @@ import os
 from absl import logging
 import jax
 
-from metajax import hooks, interrupts, parallel, progress as progress_lib, rundir
+from metajax import hooks, interrupts, optimizers, parallel, progress as progress_lib, rundir
 from metajax.checkpoint import Checkpointer
 from metajax.config import Config
 from metajax.data.source import DataSummary
@@ -156,7 +156,8 @@ def _train(run: Run, workdir: str, show_progress: bool, primary: bool, share) ->
   best = rundir.BestKeeper(workdir, run.metric) if config.eval_every else None
   check = lambda state: _check_finite(state, checkpointer)
   stop = interrupts.Graceful(announce=talk)
-  log = hooks.LogMetrics(config.log_every, last, writer, clock, check)
+  log = hooks.LogMetrics(config.log_every, last, writer, clock, check,
+                         learning_rate=optimizers.learning_rate(config.sections['run']))
   after_step = [log]
   if best is not None:
     after_step.append(hooks.Validate(
@@ -216,6 +217,10 @@ def _train(run: Run, workdir: str, show_progress: bool, primary: bool, share) ->
       r['selected_on'] = 'val'
   if primary:
     rundir.write_eval(workdir, records)
+    tensorboard = MetricWriter(workdir, resume_step=last)
+    tensorboard.scalars(int(state.step), {f'{r["metric"]}_{r["inner_steps"]}_steps': r['mean']
+                                          for r in records}, 'test')
+    tensorboard.close()
   times = {'compile_s': clock.compile_s, 'train_s': train_s, 'eval_s': clock.eval_s,
            'steps': max(0, last - start)}
   if clock.compiles:

@@ -24,6 +24,12 @@ class MetricWriter:
       if name not in ('step', 'split'):
         self._tb.add_scalar(f'{split}/{name}', value, step)
 
+  def scalars(self, step: int, values: dict, split: str) -> None:
+    """`values` to TensorBoard only, as `split/name` (figures that differ between
+    two runs of the same settings, such as steps/s, stay out of `metrics.jsonl`)."""
+    for name, value in values.items():
+      self._tb.add_scalar(f'{split}/{name}', float(np.asarray(value)), int(step))
+
   def last(self, name: str, default=None):
     """The last value of `name` in `metrics.jsonl` (`default`: none there)."""
     value = default

@@ -9,7 +9,7 @@ import chex
 import jax.numpy as jnp
 import pytest
 
-from metajax import loop
+from metajax import loop, optimizers
 from metajax import rundir
 from metajax import step as step_lib
 from metajax.checkpoint import Checkpointer
@@ -73,6 +73,36 @@ class TrainLoopTest(parameterized.TestCase):
     self.assertEqual([e.step for e in read], [r['step'] for r in logged])
     for event, row in zip(read, logged):
       self.assertAlmostEqual(event.value, row['query_loss'], places=5)
+
+  def test_tensorboard_shows_validation_test_learning_rate_and_speed(self):
+    event_accumulator = pytest.importorskip(
+        'tensorboard.backend.event_processing.event_accumulator',
+        reason='tensorboard (the tensorboard or test extra) is not installed')
+    workdir = self.create_tempdir().full_path
+    config = Config(**{**TINY, 'num_steps': 40, 'log_every': 10, 'eval_every': 20,
+                       'lr_schedule': 'cosine', 'meta_lr': 0.01, 'min_meta_lr': 0.001})
+    result = loop.train_and_evaluate(config, workdir, show_progress=False)
+    events = event_accumulator.EventAccumulator(os.path.join(workdir, 'tensorboard'))
+    events.Reload()
+    tags = events.Tags()['scalars']
+    val = [r for r in _rows(workdir) if r['split'] == 'val']
+    for record in result.records:  # one test scalar per inner-step count, as eval.json
+      (event,) = events.Scalars(f'test/{record["metric"]}_{record["inner_steps"]}_steps')
+      self.assertAlmostEqual(event.value, record['mean'], places=5)
+      read = events.Scalars(f'val/{record["metric"]}_{record["inner_steps"]}_steps')
+      self.assertEqual([e.step for e in read], [20, 40])
+      self.assertEqual([round(e.value, 5) for e in read],
+                       [round(r[f'{record["metric"]}_{record["inner_steps"]}_steps'], 5)
+                        for r in val])
+    rates = events.Scalars('train/meta_lr')  # the cosine schedule at the step logged
+    self.assertEqual([e.step for e in rates], [10, 20, 30, 40])
+    schedule = optimizers.learning_rate(config.sections['run'])
+    for event in rates:
+      self.assertAlmostEqual(event.value, float(schedule(event.step - 1)), places=6)
+    self.assertLess(rates[-1].value, rates[0].value)
+    speed = events.Scalars('train/steps_per_s')  # every window after the first
+    self.assertEqual([e.step for e in speed], [20, 30, 40])
+    self.assertTrue(all(e.value > 0 for e in speed), tags)
 
   def test_validation_keeps_the_best_checkpoint_and_tests_it(self):
     workdir = self.create_tempdir().full_path
