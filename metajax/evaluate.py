@@ -74,14 +74,19 @@ def evaluate(learner: MetaLearner, metric_fn: Callable, metric: str,
 
 
 def format_records(name: str, records: list[dict]) -> str:
-  """A line per source (one for a single-source run): `name`, then each inner-step count."""
+  """A line per source (one for a single-source run): `name`, then each inner-step count.
+
+  A source evaluated only without inner steps (ProtoNets, the predictor) shows
+  its metric's name instead of "0 steps", which would read as untrained.
+  """
   lines = []
   for source in dict.fromkeys(r.get('source') for r in records):
+    mine = [r for r in records if r.get('source') == source]
+    no_steps = all(r['inner_steps'] == 0 for r in mine)
     cells = []
-    for r in records:
-      if r.get('source') != source:
-        continue
-      cell = f'{r["inner_steps"]:>2} steps: {r["mean"]:.4f} +- {r["ci95"]:.4f}'
+    for r in mine:
+      what = r.get('metric', 'result') if no_steps else f'{r["inner_steps"]:>2} steps'
+      cell = f'{what}: {r["mean"]:.4f} +- {r["ci95"]:.4f}'
       if r.get('num_nonfinite'):
         cell += f' (diverged on {r["num_nonfinite"]}/{r["num_tasks"]} tasks)'
       cells.append(cell)

@@ -3,9 +3,10 @@
 import re
 import types
 
+from absl.testing import absltest
 import pytest
 
-from metajax import progress as progress_lib
+from metajax import evaluate, progress as progress_lib
 
 
 @pytest.fixture
@@ -82,3 +83,14 @@ def test_disabled_writes_nothing(clock, capsys):
     bar.update(1)
   bar.close()
   assert capsys.readouterr().err == ''
+
+
+class ResultLinesTest(absltest.TestCase):
+
+  def test_a_learner_evaluated_without_steps_shows_its_metric_not_zero_steps(self):
+    record = lambda steps, mean: {'metric': 'accuracy', 'inner_steps': steps, 'mean': mean,
+                                  'ci95': 0.01}
+    self.assertEqual(evaluate.format_records('protonet', [record(0, 0.9912)]),
+                     'protonet   accuracy: 0.9912 +- 0.0100')
+    self.assertEqual(evaluate.format_records('maml', [record(0, 0.2), record(1, 0.98)]),
+                     'maml        0 steps: 0.2000 +- 0.0100    1 steps: 0.9800 +- 0.0100')
