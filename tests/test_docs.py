@@ -40,8 +40,9 @@ NEEDS_DATA = ("'omniglot'", NEEDS_RUN, OWN_DATA)  # blocks that read the real Om
 BASH_BLOCKS = [code for _, code in _blocks('bash')]
 (OWN_DATA_COMMANDS,) = [b for b in BASH_BLOCKS if OWN_DATA in b]
 (TIME_TO_ACCURACY,) = [b for b in BASH_BLOCKS if 'time_to_accuracy.py' in b]
-# Appended to each training command of that block: the same runs, a few steps long.
-SHORT = ' --num_steps=4 --eval_every=2 --val_tasks=2 --eval_tasks=4'
+# Appended to each training command of that block: the same runs, a few steps long,
+# validated and tested on 4 tasks after one inner step (one evaluation to compile).
+SHORT = ' --num_steps=4 --eval_every=2 --val_tasks=4 --eval_tasks=4 --eval_inner_steps=1'
 
 
 def run_block(code, cwd):
@@ -83,7 +84,7 @@ class DocsTest(parameterized.TestCase):
            'PATH': os.path.dirname(sys.executable) + os.pathsep + os.environ['PATH'],
            'METAJAX_CACHE_DIR': os.path.join(cwd, 'cache')}
     out = subprocess.run(['bash', '-ec', OWN_DATA_COMMANDS], cwd=cwd, env=env,
-                         capture_output=True, text=True, timeout=900, check=False)
+                         capture_output=True, text=True, timeout=1800, check=False)
     self.assertEqual(out.returncode, 0, out.stderr[-3000:])
     print(out.stdout)  # the figures the docs quote (pytest -s shows them)
     (proto,) = rundir.read_eval(os.path.join(cwd, 'runs', 'my_protonet'))
@@ -111,7 +112,7 @@ class DocsTest(parameterized.TestCase):
     env = {**os.environ, 'PYTHONPATH': helpers.REPO,
            'PATH': os.path.dirname(sys.executable) + os.pathsep + os.environ['PATH']}
     out = subprocess.run(['bash', '-ec', commands], cwd=cwd, env=env, capture_output=True,
-                         text=True, timeout=900, check=False)
+                         text=True, timeout=1800, check=False)
     self.assertEqual(out.returncode, 0, out.stderr[-3000:])
     labels = ('MAML', 'fo-MAML', 'MAML++', 'MAML-zero', 'fo-MAML-zero', 'MAML++-zero')
     rows = [line.split()[:3] for line in out.stdout.splitlines()
