@@ -152,7 +152,7 @@ def main(argv):
     peer.close()
   print(json.dumps({
       'algorithm': config.algorithm, 'dataset': config.dataset,
-      'inner_steps': config.inner_steps, 'meta_batch_size': config.meta_batch_size,
+      'inner_steps': config.get('inner_steps'), 'meta_batch_size': config.meta_batch_size,
       'task_chunk': run_lib.task_chunk(config),
       'backend': jax.default_backend(), 'devices': jax.device_count(),
       'steps_per_s': round(steps_per_s, 2),
