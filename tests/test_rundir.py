@@ -9,6 +9,7 @@ from unittest import mock
 from absl.testing import absltest
 import numpy as np
 from PIL import Image
+import pytest
 
 from metajax import loop
 from metajax import rundir
@@ -131,7 +132,6 @@ def guarded(path, mode='r', *a, **k):
     raise PermissionError(13, 'Read-only file system', str(path))
   return open_(path, mode, *a, **k)
 import builtins; builtins.open = guarded
-import pytest
 sys.argv[0] = 'evaluate.py'
 runpy.run_path(os.path.join(os.environ['REPO'], 'experiments', 'evaluate.py'), run_name='__main__')
 """
