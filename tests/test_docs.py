@@ -61,6 +61,7 @@ class DocsTest(parameterized.TestCase):
   @parameterized.named_parameters(
       *[(f'{page.replace("/", "_").replace(".", "_")}_{i}', code)
         for i, (page, code) in enumerate(BLOCKS) if not any(n in code for n in NEEDS_DATA)])
+  @pytest.mark.slow
   def test_block_runs_as_written(self, code):
     out = run_block(code, self.create_tempdir().full_path)
     self.assertEqual(out.returncode, 0, out.stderr[-3000:])
@@ -76,6 +77,7 @@ class DocsTest(parameterized.TestCase):
 
   @pytest.mark.omniglot
   @pytest.mark.slow
+  @pytest.mark.long
   def test_your_own_data_blocks_train_mix_sources_and_classify_files(self):
     cwd = self.create_tempdir().full_path
     helpers.omniglot_folders(os.path.join(cwd, OWN_DATA), characters=100, flat=True)
@@ -103,6 +105,7 @@ class DocsTest(parameterized.TestCase):
 
   @pytest.mark.omniglot
   @pytest.mark.slow
+  @pytest.mark.long
   def test_time_to_accuracy_block_trains_validates_and_plots(self):
     cwd = self.create_tempdir().full_path
     os.symlink(os.path.join(helpers.REPO, 'experiments'), os.path.join(cwd, 'experiments'))

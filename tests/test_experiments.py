@@ -103,6 +103,7 @@ class ScriptsTest(parameterized.TestCase):
 
   @pytest.mark.omniglot
   @pytest.mark.slow
+  @pytest.mark.long
   def test_omniglot_table_trains_its_rows_and_tests_protonet_on_20_ways(self):
     workdir = self.create_tempdir().full_path
     out = script('omniglot_table.py', f'--workdir={workdir}', '--rows=protonet_5w1s,fomaml_5w1s',

@@ -210,6 +210,7 @@ class OmniglotFoldersTest(parameterized.TestCase):
            eval_inner_steps=(2,)),
   )
   @pytest.mark.slow
+  @pytest.mark.long
   def test_beats_chance_and_load_learner_classifies_raw_images(self, name, **settings):
     # ProtoNets on class folders: tests/test_readme.py (the "Your own data" commands).
     maml = self.train(name, meta_batch_size=4, num_steps=150, **settings)

@@ -60,6 +60,7 @@ class PaddingTest(parameterized.TestCase):
 
   @parameterized.parameters('maml', 'protonet', 'predictor')
   @pytest.mark.slow
+  @pytest.mark.long
   def test_padded_episode_gives_the_same_loss_and_meta_gradient(self, name):
     with jax.enable_x64(True):
       learner = learners()[name]

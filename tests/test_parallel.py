@@ -114,6 +114,7 @@ def run(devices, mode, out):
 class ShardingTest(absltest.TestCase):
 
   @pytest.mark.slow
+  @pytest.mark.long
   def test_eight_devices_equal_one_for_maml_and_protonet(self):
     tmp = self.create_tempdir().full_path
     for mode in ('protonet', 'maml'):
@@ -135,6 +136,7 @@ class ShardingTest(absltest.TestCase):
     np.testing.assert_array_equal(np.load(eight + '.loaded.npy'), np.load(eight + '.npy'))
 
   @pytest.mark.slow
+  @pytest.mark.long
   def test_two_processes_equal_one_and_resume_together(self):
     tmp = self.create_tempdir().full_path
     one, two = os.path.join(tmp, 'one'), os.path.join(tmp, 'two')

@@ -14,6 +14,7 @@ from tests.helpers import make_fixture, script
 class TimeToAccuracyTest(absltest.TestCase):
 
   @pytest.mark.slow
+  @pytest.mark.long
   def test_reads_the_validation_curve_and_the_tested_checkpoint(self):
     data_dir = make_fixture(self.create_tempdir().full_path, 'pickle')
     workdir = os.path.join(self.create_tempdir().full_path, 'proto')

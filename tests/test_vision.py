@@ -187,6 +187,7 @@ class EveryAlgorithmOnImagesTest(parameterized.TestCase):
 
   @parameterized.parameters(*algorithms.ALGORITHMS)
   @pytest.mark.slow
+  @pytest.mark.long
   def test_one_meta_step_on_image_tasks(self, name):
     model = Conv4(out=3, channels=(8,) * 4)
     learner = helpers.learner(name, model=model, loss_fn=cross_entropy, dataset='omniglot',
@@ -210,6 +211,7 @@ class EveryAlgorithmOnImagesTest(parameterized.TestCase):
 class RealOmniglotTest(parameterized.TestCase):
 
   @pytest.mark.slow
+  @pytest.mark.long
   def test_short_protonet_run_is_well_above_chance(self):
     config = Config(dataset='omniglot', algorithm='protonet', ways=5, shots=1, query=5,
                     eval_query=5, meta_batch_size=1, meta_lr=1e-3, num_steps=60,
@@ -222,6 +224,7 @@ class RealOmniglotTest(parameterized.TestCase):
     self.assertGreater(record['mean'] - record['ci95'], 0.5)  # chance is 0.2
 
   @pytest.mark.slow
+  @pytest.mark.long
   def test_trained_learner_predicts_raw_105px_drawings(self):
     import zipfile  # pylint: disable=g-import-not-at-top
     from PIL import Image  # pylint: disable=g-import-not-at-top
