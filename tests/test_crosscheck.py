@@ -23,6 +23,7 @@ NO_LEARN2LEARN = any(importlib.util.find_spec(m) is None for m in ('torch', 'lea
 class CrossCheckTest(absltest.TestCase):
 
   @pytest.mark.slow
+  @pytest.mark.long
   def test_rechunked_yardstick_computes_the_same_steps_in_another_order(self):
     workdir = os.path.join(self.create_tempdir().full_path, 'cc')
     out = script('l2l_crosscheck.py', f'--workdir={workdir}', '--num_steps=3',

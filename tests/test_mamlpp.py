@@ -162,6 +162,7 @@ class MamlPlusPlusTest(parameterized.TestCase):
       self.assertAlmostEqual(float(jnp.sum(ours)), 1.0, places=5)
 
   @pytest.mark.slow
+  @pytest.mark.long
   def test_derivative_order_annealing_switches_at_its_step(self):
     annealed = self.learner(first_order_steps=5)
     first = self.learner(first_order_steps=10**6)
