@@ -1,5 +1,6 @@
 """A run directory you can trust: the class split it trained on, its paths, its refusals."""
 
+import errno
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from metajax import checkpoint
 from metajax import loop
 from metajax import rundir
 from metajax.config import Config
@@ -117,6 +119,27 @@ class RunDirectoryTest(absltest.TestCase):
       with self.assertRaisesRegex(ValueError, 'cannot create it \\(Permission denied\\)'):
         self.train(denied)
     self.assertFalse(os.path.exists(denied))
+
+  @pytest.mark.slow
+  def test_a_full_disk_while_checkpointing_is_a_clear_error_keeping_the_last_checkpoint(self):
+    workdir = os.path.join(self.tmp, 'run')
+    self.train(workdir, num_steps=2)  # a complete checkpoint of step 2
+    save = checkpoint.ocp.CheckpointManager.save
+
+    def full(manager, step, *args, **kwargs):  # the disk fills up after step 2
+      if step > 2:
+        raise OSError(errno.ENOSPC, 'No space left on device')
+      return save(manager, step, *args, **kwargs)
+
+    with mock.patch.object(checkpoint.ocp.CheckpointManager, 'save', full):
+      with self.assertRaisesRegex(OSError, r'saving the checkpoint of step 4 in .*run/checkpoints '
+                                  r'failed \(No space left on device\): free space there or '
+                                  r'choose another --workdir; the last complete checkpoint is '
+                                  r'kept'):
+        self.train(workdir, num_steps=4)
+    self.assertEqual(checkpoint.Checkpointer(workdir).steps(), [2])
+    result = self.train(workdir, num_steps=4)  # space again: it resumes from step 2
+    self.assertEqual(int(result.state.step), 4)
 
 
 # evaluate.py run as if the run directory were read-only (a shared or archived run):
