@@ -17,9 +17,9 @@ import optax
 
 from metajax import evaluate, precision, progress, step as step_lib
 from metajax.algorithms import ALGORITHMS
-from metajax.data import DATASETS
+from metajax.data import registry as data_registry
 from metajax.config import Config
-from metajax.data.source import ClassSplits
+from metajax.data.source import ClassSplits, EpisodeSpec
 from metajax.learner import MetaLearner
 from metajax.optimizers import meta_optimizer
 from metajax.types import LossFn, Params, Task
@@ -229,13 +229,17 @@ def episode_sampler(dataset: str, *, split: str = 'train', ways: int = 5, shots:
   """
   if 'class_split' in settings:
     settings['split'] = settings.pop('class_split')
-  if dataset in DATASETS and DATASETS[dataset].task != 'classification':
+  spec = data_registry.get(dataset)
+  if spec.task != 'classification':
     raise ValueError(f'dataset={dataset!r}: episodes of classes come from a classification '
                      'dataset (for sinusoid use metajax.data.sinusoid.SinusoidFamily)')
-  config = Config(dataset=dataset, algorithm='protonet', ways=ways, shots=shots, query=query,
-                  eval_query=query, train_ways=ways, seed=0 if seed is None else seed,
-                  data_dir=data_dir, **settings).validate()
-  sampler = make_source(config, show_progress).sampler(split)
+  if ways < 2:
+    raise ValueError(f'ways={ways}: a classification task needs at least 2 classes')
+  episodes = EpisodeSpec(ways=ways, train_ways=ways, shots=shots, query=query, eval_query=query,
+                         seed=0 if seed is None else seed)
+  if data_dir is not None:
+    settings['data_dir'] = data_dir
+  sampler = spec.source(episodes, show_progress, **settings).sampler(split)
   if seed is not None:
     sampler.seed = seed
   return sampler

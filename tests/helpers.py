@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from metajax import run as run_lib
-from metajax.config import Config
+from metajax import settings as settings_lib
+from metajax.algorithms import ALGORITHMS
 from metajax.data import omniglot
 from metajax.data.sinusoid import SinusoidFamily
 from metajax.losses import mse
@@ -42,18 +42,13 @@ def first(tasks):
   return jax.tree.map(lambda v: v[0], tasks)
 
 
-def learner(name='maml', hidden=(8, 8), model=None, loss_fn=mse, dataset='sinusoid',
-            **settings):
-  """The learner `name` on an MLP, built from flag-named settings as a config builds it."""
-  model_settings = {'hidden': hidden} if dataset == 'sinusoid' else {}
-  config = Config(algorithm=name, dataset=dataset, **model_settings, **settings).validate()
-  return run_lib.make_learner(config, model or MLP(hidden=hidden), loss_fn)
+def learner(name='maml', hidden=(8, 8), model=None, loss_fn=mse, dataset=None, **settings):
+  """The learner `name` on an MLP, from its own settings (its defaults on `dataset`)."""
+  return ALGORITHMS[name].learner(model or MLP(hidden=hidden), loss_fn, dataset, **settings)
 
 
 def usable(name, **settings):
   """The settings that algorithm `name` reads (others would be refused)."""
-  from metajax import settings as settings_lib  # pylint: disable=g-import-not-at-top
-  from metajax.algorithms import ALGORITHMS  # pylint: disable=g-import-not-at-top
   return {k: v for k, v in settings.items()
           if k in settings_lib.names(ALGORITHMS[name].settings)}
 

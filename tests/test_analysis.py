@@ -12,7 +12,7 @@ import pytest
 from metajax import algorithms
 from metajax import analysis
 from metajax.algorithms.common import split_loss
-from metajax.config import Config
+from metajax.algorithms import ALGORITHMS
 from metajax.losses import mse
 from metajax.models import MLP
 from metajax.algorithms.registry import INNER_OPTIMIZERS
@@ -158,7 +158,7 @@ class IMAMLTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, r'--imaml_lambda=0'):
       helpers.learner('imaml', imaml_lambda=0.0)
     with self.assertRaisesRegex(ValueError, r'--cg_steps=0'):
-      Config(algorithm='imaml', cg_steps=0).validate()
+      ALGORITHMS['imaml'].section(cg_steps=0)
 
 
 class TruncationTest(parameterized.TestCase):
@@ -201,4 +201,4 @@ class TruncationTest(parameterized.TestCase):
 
   def test_backprop_steps_for_an_algorithm_without_an_unroll_is_refused(self):
     with self.assertRaisesRegex(ValueError, r'--backprop_steps=2.*reptile'):
-      Config(algorithm='reptile', backprop_steps=2).validate()
+      ALGORITHMS['reptile'].section(backprop_steps=2)

@@ -8,9 +8,8 @@ from absl.testing import absltest, parameterized
 import numpy as np
 from PIL import Image
 
-from metajax.config import Config
-from metajax.data import catalog, source as source_lib
-from metajax.run import build_run, make_source
+from metajax.data import DATASETS, catalog, registry as data_registry, source as source_lib
+from metajax.data.source import EpisodeSpec
 from tests import helpers
 
 
@@ -55,11 +54,11 @@ class FoldersReportTest(parameterized.TestCase):
     self.enter_context(absltest.mock.patch.dict(
         os.environ, {'METAJAX_CACHE_DIR': os.path.join(self.tmp, 'cache')}))
 
-  def source(self, data_dir, **settings):
-    values = dict(dataset='folders', data_dir=data_dir, algorithm='protonet', ways=2, shots=1,
-                  query=2, meta_batch_size=2)
-    values.update(settings)
-    return build_run(Config(**values), show_progress=False).source
+  def source(self, data_dir, dataset='folders', **settings):
+    episodes = EpisodeSpec(ways=2, train_ways=2, shots=1, query=2, eval_query=2, batch_size=2)
+    if data_dir is not None:
+      settings['data_dir'] = data_dir
+    return data_registry.get(dataset).source(episodes, **settings)
 
   def test_summary_says_what_each_split_holds_and_what_was_converted(self):
     data_dir = write_folders(os.path.join(self.tmp, 'data'))
@@ -153,8 +152,8 @@ class MiniImageNetReportTest(parameterized.TestCase):
     tmp = self.create_tempdir().full_path
     data_dir = helpers.make_fixture(os.path.join(tmp, 'mini'), layout)
     with absltest.mock.patch.dict(os.environ, {'METAJAX_CACHE_DIR': os.path.join(tmp, 'c')}):
-      source = make_source(Config(dataset='miniimagenet', algorithm='protonet', ways=3, shots=1,
-                                  query=2, data_dir=data_dir).validate(), False)
+      source = DATASETS['miniimagenet'].source(
+          EpisodeSpec(ways=3, train_ways=3, shots=1, query=2, eval_query=2), data_dir=data_dir)
       lines = source.summary().splitlines()
     self.assertTrue(lines[0].startswith(f'Data: miniimagenet from {data_dir}'))
     for split, count in helpers.CLASSES.items():
@@ -183,9 +182,9 @@ class TfdsReportTest(parameterized.TestCase):
     tmp = self.create_tempdir().full_path
     with absltest.mock.patch.dict(os.environ, {'METAJAX_CACHE_DIR': tmp}), \
         tfds.testing.mock_data(as_data_source_fn=as_data_source):
-      config = Config(dataset='tfds:cifar100', split='random', algorithm='protonet', ways=5,
-                      shots=1, query=2, image_size=28, image_channels=1)
-      source = make_source(config.validate(), False)
+      source = data_registry.get('tfds:cifar100').source(
+          EpisodeSpec(ways=5, train_ways=5, shots=1, query=2, eval_query=2), split='random',
+          image_size=28, image_channels=1)
     names = {s: source.class_names(s) for s in catalog.SPLITS}
     self.assertEqual(sorted(sum(names.values(), []), key=int), [str(i) for i in range(100)])
     self.assertEqual([len(names[s]) for s in catalog.SPLITS], [60, 20, 20])

@@ -19,7 +19,8 @@ from metajax import loop
 from metajax import rundir
 from metajax.algorithms.common import head_logits
 from metajax.algorithms.finetune import COSINE_SCALE
-from metajax.config import Config
+from metajax.algorithms import ALGORITHMS
+from metajax.config import Config, RunSettings
 from metajax.data import episodes
 from metajax.losses import accuracy, cross_entropy
 from metajax.run import Run
@@ -82,11 +83,11 @@ class HeadTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, r"^finetune_head='svm': choose one of linear, cosine"):
       algorithms.finetune(Flatten(), cross_entropy, pretrain_classes=3, finetune_head='svm')
     with self.assertRaisesRegex(ValueError, r"--finetune_head='svm'"):
-      Config(algorithm='finetune', dataset='omniglot', finetune_head='svm').validate()
+      ALGORITHMS['finetune'].section(finetune_head='svm')
     with self.assertRaisesRegex(ValueError, r"--algorithm='finetune'.*sinusoid"):
       Config(algorithm='finetune').validate()
     with self.assertRaisesRegex(ValueError, r'--warmup_steps=50'):
-      Config(lr_schedule='warmup_cosine', warmup_steps=50, num_steps=50).validate()
+      RunSettings(lr_schedule='warmup_cosine', warmup_steps=50, num_steps=50).validate()
 
 
 class SupervisedBatchTest(parameterized.TestCase):

@@ -11,7 +11,7 @@ import pytest
 
 from metajax import loop, rundir
 from metajax.config import Config
-from metajax.data import folders
+from metajax.data import DATASETS, folders
 from metajax.run import build_run
 from tests import helpers
 
@@ -119,7 +119,7 @@ class FolderSourceTest(parameterized.TestCase):
     self.assertEqual(data.skipped, ['class1/broken.png'])
     self.assertEqual(data.counts.tolist(), [4, 4, 4, 3, 4, 4])
     with self.assertRaisesRegex(ValueError, r'--image_size=32: --dataset=omniglot does not use'):
-      Config(dataset='omniglot', algorithm='protonet', image_size=32).validate()
+      DATASETS['omniglot'].section(image_size=32)
 
 
   def write_split(self, data_dir, split):

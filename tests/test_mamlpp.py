@@ -19,6 +19,7 @@ import pytest
 
 from metajax import algorithms
 from metajax.algorithms.mamlpp import multi_step_weights
+from metajax.algorithms import ALGORITHMS
 from metajax.config import Config
 from metajax.losses import cross_entropy
 from metajax.models import Conv4
@@ -208,9 +209,9 @@ class MamlPlusPlusTest(parameterized.TestCase):
     self.assertEqual(int(state.step), 6)
     self.assertLess(losses[-1], losses[0])
     with self.assertRaisesRegex(ValueError, '--msl_steps=-1: must be >= 0'):
-      Config(algorithm='mamlpp', msl_steps=-1).validate()
+      ALGORITHMS['mamlpp'].section(msl_steps=-1)
     with self.assertRaisesRegex(ValueError, '--per_step_bn=True: --algorithm=maml does not use'):
-      Config(algorithm='maml', per_step_bn=True).validate()
+      ALGORITHMS['maml'].section(per_step_bn=True)
 
 
 if __name__ == '__main__':

@@ -7,10 +7,13 @@ import numpy as np
 
 from metajax import cli
 from metajax import loop
-from metajax import run as run_lib
 from metajax.config import Config
-from metajax.data import miniimagenet
+from metajax.data import DATASETS, miniimagenet
+from metajax.data.source import EpisodeSpec
 from tests.helpers import CLASSES, PER_CLASS, make_fixture
+
+MINI = DATASETS['miniimagenet']
+
 
 class MiniImageNetTest(parameterized.TestCase):
 
@@ -41,9 +44,8 @@ class MiniImageNetTest(parameterized.TestCase):
 
   def test_episodes_are_normalised_and_augmentation_keeps_shapes(self):
     data_dir = make_fixture(self.create_tempdir().full_path, 'pickle')
-    config = Config(dataset='miniimagenet', algorithm='protonet', ways=3, shots=2, query=3,
-                    meta_batch_size=2, data_dir=data_dir, augment=True)
-    source = run_lib.make_source(config.validate(), show_progress=False)
+    source = MINI.source(EpisodeSpec(ways=3, train_ways=3, shots=2, query=3, eval_query=3,
+                                     batch_size=2), data_dir=data_dir, augment=True)
     batch = source.train_batch(0)
     self.assertEqual(batch.support.x.shape, (2, 6, 84, 84, 3))
     self.assertEqual(batch.query.x.dtype, np.float32)
@@ -62,8 +64,8 @@ class MiniImageNetTest(parameterized.TestCase):
 
   def test_impossible_episode_names_the_setting_and_the_scripts_name_the_flag(self):
     data_dir = make_fixture(self.create_tempdir().full_path, 'pickle')
-    config = Config(dataset='miniimagenet', ways=4, shots=1, query=1, data_dir=data_dir)
-    source = run_lib.make_source(config.validate(), show_progress=False)
+    source = MINI.source(EpisodeSpec(ways=4, train_ways=4, shots=1, query=1, eval_query=1),
+                         data_dir=data_dir)
     source.eval_batches('test', 1)  # the test split has 4 classes: fine
     with self.assertRaisesRegex(ValueError, '^ways=4: the miniimagenet val split has only 3') as e:
       next(source.eval_batches('val', 1))  # only a run that validates needs 4 val classes
@@ -103,8 +105,9 @@ class MiniImageNetTest(parameterized.TestCase):
                 num_steps=2, eval_tasks=2, data_dir=data_dir)
     with self.assertRaisesRegex(ValueError, '^train_ways=6: the miniimagenet train split has '
                                 'only 5 classes'):
-      run_lib.make_source(Config(**base, ways=3, train_ways=6).validate(), False)
-    source = run_lib.make_source(Config(**base, ways=3, eval_query=12).validate(), False)
+      MINI.source(EpisodeSpec(ways=3, train_ways=6, shots=1, query=1), data_dir=data_dir)
+    source = MINI.source(EpisodeSpec(ways=3, train_ways=3, shots=1, query=1, eval_query=12),
+                         data_dir=data_dir)
     with self.assertRaisesRegex(ValueError, '^shots=1 plus eval_query=12 is 13 images'):
       next(source.eval_batches('test', 1))
     workdir = os.path.join(self.create_tempdir().full_path, 'run')

@@ -34,8 +34,7 @@ class SourceTest(parameterized.TestCase):
     self.assertGreater(len(np.unique(a.images)), 50)
 
   def test_zip_and_folder_give_the_same_class_names_and_split_fingerprints(self):
-    from metajax import run as run_lib  # pylint: disable=g-import-not-at-top
-    from metajax.config import Config  # pylint: disable=g-import-not-at-top
+    from metajax.data import DATASETS  # pylint: disable=g-import-not-at-top
     tmp = self.create_tempdir().full_path
     layouts = [helpers.make_subset(helpers.OMNIGLOT_DIR, os.path.join(tmp, 'zips')),
                helpers.make_subset(helpers.OMNIGLOT_DIR, os.path.join(tmp, 'folders'),
@@ -45,9 +44,7 @@ class SourceTest(parameterized.TestCase):
     with absltest.mock.patch.object(splits, 'lake_characters', lake), \
         absltest.mock.patch.dict(os.environ, {cache_lib.ENV_CACHE_DIR: os.path.join(tmp, 'c')}):
       for data_dir in layouts:
-        source = run_lib.make_source(Config(dataset='omniglot', split='lake', data_dir=data_dir,
-                                            algorithm='protonet', train_ways=5).validate(),
-                                     False)
+        source = DATASETS['omniglot'].source(split='lake', data_dir=data_dir)
         seen.append([(source.class_names(s), source.split_fingerprint(s))
                      for s in splits.SUBSETS])
         data = omniglot.load(data_dir, show_progress=False)
@@ -299,8 +296,8 @@ class TfdsTest(parameterized.TestCase):
   def test_tfds_source_under_mock_data(self):
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     from metajax import loop  # pylint: disable=g-import-not-at-top
-    from metajax import run as run_lib  # pylint: disable=g-import-not-at-top
     from metajax.config import Config  # pylint: disable=g-import-not-at-top
+    from metajax.data import DATASETS  # pylint: disable=g-import-not-at-top
     rng = np.random.default_rng(0)
     # Background: 3 alphabets x 4 characters; evaluation: 2 x 3; 20 drawings each,
     # RGB 105x105, paper white, as tfds stores them.
@@ -340,7 +337,7 @@ class TfdsTest(parameterized.TestCase):
                                          show_progress=False)
         self.assertEqual(result.records[0]['num_tasks'], 4)
         # What was read, in words; class names with rotations as the sampler numbers them.
-        source = run_lib.make_source(config.replace(rotations=True).validate(), False)
+        source = DATASETS['omniglot'].source(data_source='tfds', split='lake', rotations=True)
         summary = source.summary().splitlines()
         names = source.class_names('val')
       self.assertEqual(summary[:5], [

@@ -11,7 +11,7 @@ import pytest
 from metajax import algorithms
 from metajax import step
 from metajax.algorithms.protonet import prototype_logits
-from metajax.config import Config
+from metajax.algorithms import ALGORITHMS
 from metajax.data.sinusoid import SinusoidFamily
 from metajax.losses import cross_entropy, mse
 from metajax.models import MLP, Conv4
@@ -110,7 +110,7 @@ class PredictorTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, r"^predictor_head='l2': choose one of cosine, dot, euclidean"):
       algorithms.predictor(MLP(), mse, predictor_head='l2')
     with self.assertRaisesRegex(ValueError, r"--predictor_head='l2'"):
-      Config(algorithm='predictor', predictor_head='l2').validate()
-    Config(algorithm='predictor', inner_steps=0).validate()
+      ALGORITHMS['predictor'].section(predictor_head='l2')
+    ALGORITHMS['predictor'].section(inner_steps=0)
     with self.assertRaisesRegex(ValueError, r'--inner_steps=0'):
-      Config(algorithm='maml', inner_steps=0).validate()
+      ALGORITHMS['maml'].section(inner_steps=0)

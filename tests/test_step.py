@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from metajax import step as step_lib
-from metajax.config import Config
+from metajax.config import RunSettings
 from tests import helpers
 
 KEY = jax.random.PRNGKey(0)
@@ -59,7 +59,7 @@ class MetaStepTest(parameterized.TestCase):
       step_lib.batch_meta_gradient(learner, helpers.init(learner, tasks), tasks,
                                    jax.random.split(KEY, 6), task_chunk=4)
     with self.assertRaisesRegex(ValueError, r'--task_chunk=4.*meta_batch_size=6'):
-      Config(meta_batch_size=6, task_chunk=4).validate()
+      RunSettings(meta_batch_size=6, task_chunk=4).validate()
 
   @pytest.mark.slow
   def test_jit_equals_no_jit(self):

@@ -9,6 +9,7 @@ import pytest
 from metajax import loop
 from metajax.config import Config
 from metajax.data import episodes, tfds_source, variable
+from metajax.data.source import EpisodeSettings
 from metajax.run import build_run
 
 
@@ -68,8 +69,7 @@ class VariableEpisodeTest(parameterized.TestCase):
                                 'need a learner whose classes come from the support set'):
       Config(dataset='omniglot', algorithm='maml', episodes='variable').validate()
     with self.assertRaisesRegex(ValueError, r'--max_support=4: must be at least --max_ways=5'):
-      Config(dataset='omniglot', algorithm='protonet', episodes='variable', max_ways=5,
-             max_support=4).validate()
+      EpisodeSettings(episodes='variable', max_ways=5, max_support=4).validate()
     with self.assertRaisesRegex(ValueError, 'has 4 classes; Meta-Dataset episodes have at least 5'):
       variable.VariableEpisodeSampler(ragged_sampler([5, 5, 5, 5]))
     with self.assertRaisesRegex(ValueError, 'the train split has 1 class; Meta-Dataset'):

@@ -16,7 +16,7 @@ import optax
 import pytest
 
 from metajax import algorithms
-from metajax.config import Config
+from metajax.algorithms import ALGORITHMS
 from metajax.losses import cross_entropy
 from metajax.models import Conv4
 from metajax.types import Split, Task
@@ -124,10 +124,10 @@ class ZeroHeadTest(parameterized.TestCase):
 
   def test_only_the_maml_family_takes_it(self):
     for algorithm in ('maml', 'fomaml', 'mamlpp'):
-      self.assertIs(Config(algorithm=algorithm, zero_head=True).resolve().zero_head, True)
-      self.assertIs(Config(algorithm=algorithm).resolve().zero_head, False)
+      self.assertIs(ALGORITHMS[algorithm].section(zero_head=True).zero_head, True)
+      self.assertIs(ALGORITHMS[algorithm].section().zero_head, False)
     with self.assertRaisesRegex(ValueError, r'--zero_head=True: --algorithm=anil does not use'):
-      Config(algorithm='anil', zero_head=True).validate()
+      ALGORITHMS['anil'].section(zero_head=True)
 
 
 if __name__ == '__main__':

@@ -94,6 +94,32 @@ class AlgorithmSpec:
   any_ways: bool = False
   check: Optional[Callable[[Any], None]] = None
 
+  def section(self, dataset: Optional[str] = None, **values):
+    """Its settings section, validated: its defaults (on `dataset` where they differ), then `values`.
+
+    Raises:
+      ValueError: naming the setting, for one it does not declare or a value out of limits.
+    """
+    own = settings_lib.names(self.settings)
+    for name, value in values.items():
+      if name not in own:
+        settings_lib.fail(name, value, f'--algorithm={self.name} does not use it (its settings: '
+                          f'{", ".join("--" + n for n in own) or "none"})')
+    layers = (self.defaults, self.dataset_defaults.get(dataset, {}) if dataset else {}, values)
+    merged = {k: v for layer in layers for k, v in layer.items() if k in own}
+    section = settings_lib.build(self.settings, merged).validate()
+    if self.check is not None:
+      self.check(section)
+    return section
+
+  def learner(self, model: nn.Module, loss_fn: LossFn, dataset: Optional[str] = None,
+              **values) -> MetaLearner:
+    """Its learner of `model` and `loss_fn`, from its settings (`section(dataset, **values)`).
+
+        learner = ALGORITHMS['maml'].learner(MLP(hidden=(40, 40)), losses.mse, inner_steps=5)
+    """
+    return self.build(self.section(dataset, **values), model, loss_fn)
+
   @property
   def adapts(self) -> bool:
     """Whether it has an inner loop (its learners take `num_steps`)."""

@@ -9,6 +9,7 @@ Adding a dataset is one module that registers its spec.
 """
 
 import dataclasses
+import os
 from typing import Any, Callable, Mapping, Optional, Union
 
 import jax.numpy as jnp
@@ -16,6 +17,7 @@ import numpy as np
 
 from metajax import losses
 from metajax import settings as settings_lib
+from metajax.data.source import EpisodeSpec
 from metajax.registry import Registry
 from metajax.types import LossFn, Split, Task
 
@@ -67,6 +69,34 @@ class DatasetSpec:
   default_data_dir: Optional[Callable[[Any], Optional[str]]] = None
   from_data: Mapping[str, str] = dataclasses.field(default_factory=dict)
   with_argument: Optional[Callable[[str], 'DatasetSpec']] = None
+
+  def section(self, **values):
+    """Its settings section from `values` (by name) over its own defaults, validated.
+
+    Raises:
+      ValueError: naming the setting, for one it does not declare or a value out of limits.
+    """
+    own = settings_lib.names(self.settings)
+    for name, value in values.items():
+      if name not in own:
+        settings_lib.fail(name, value, f'--dataset={self.name} does not use it (its settings: '
+                          f'{", ".join("--" + n for n in own) or "none"})')
+    if values.get('data_dir') is not None:
+      values['data_dir'] = os.path.abspath(os.path.expanduser(values['data_dir']))
+    merged = {**{k: v for k, v in self.defaults.items() if k in own}, **values}
+    section = settings_lib.build(self.settings, merged).validate()
+    if self.check is not None:
+      self.check(section)
+    return section
+
+  def source(self, episodes: Optional[EpisodeSpec] = None, show_progress: bool = False, **values):
+    """Its task source of `episodes` (an `EpisodeSpec`; default 5-way 1-shot, 15 queries).
+
+        source = DATASETS['omniglot'].source(EpisodeSpec(ways=20), data_dir='~/omniglot')
+
+    `values` are the dataset's own settings (`section(**values)`); nothing of a run's.
+    """
+    return self.make_source(self.section(**values), episodes or EpisodeSpec(), show_progress)
 
   def shape(self, settings) -> tuple[int, ...]:
     """The shape of one input under its `settings`."""
