@@ -63,7 +63,10 @@ def main(argv):
       print(result.summary(), flush=True)
       runs.append(result)
   except loop.RunInterrupted as e:
-    print(f'{e} (--workdir={e.workdir})', file=sys.stderr)
+    again = ('the same command again' if FLAGS.workdir
+             else f'the same command with --workdir={e.workdir}')
+    what = 'test it' if e.stage == 'testing' else 'resume'
+    print(f'{e}. Run {again} to {what}.', file=sys.stderr)
     sys.exit(130)
   except (ValueError, FloatingPointError, OSError, rundir.RunDirectoryBusyError) as e:
     sys.exit(f'error: {cli.flag_words(e)}')

@@ -17,6 +17,7 @@ reads flags.
 
 import dataclasses
 import json
+import os
 from typing import Any, Optional
 
 from metajax import settings as settings_lib
@@ -163,7 +164,8 @@ class Config:
         kind = owners[0][2:].partition('=')[0]
         uses = ', '.join(f'--{n}' for n in settings_lib.names(classes[kind])) or 'none'
         fail(name, given[name], f'--{kind}={parts[kind]} does not use it (its settings: {uses})')
-    if ':' in dataset and 'data_dir' in given:
+    if ':' in dataset and 'data_dir' in given and dspec.defaults.get('data_dir') != (
+        os.path.abspath(os.path.expanduser(str(given['data_dir'])))):  # config.json records it
       fail('data_dir', given['data_dir'], f'--dataset={dataset} names its folder already')
     layers = [dspec.defaults, aspec.defaults, aspec.dataset_defaults.get(_base(dataset), {}),
               given]

@@ -36,12 +36,14 @@ class Graceful:
     signals: the signals to catch.
     announce: write a line on stderr when the first signal arrives, saying
       that the run will stop after this step and how to stop it at once.
+    at_once: the first signal raises `KeyboardInterrupt` (for work that has
+      nothing to save, e.g. an evaluation); `requested` says it came from here.
   """
 
   def __init__(self, signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM),
-               announce: bool = True):
+               announce: bool = True, at_once: bool = False):
     self.signals = tuple(signal.Signals(s) for s in signals)
-    self.announce = announce
+    self.announce, self.at_once = announce, at_once
     self.requested, self.signal_name, self.active = False, None, False
     self._previous = {}
 
@@ -77,6 +79,8 @@ class Graceful:
     if self.requested:
       raise KeyboardInterrupt(f'{name} after {self.signal_name}: stopping at once')
     self.requested, self.signal_name = True, name
+    if self.at_once:
+      raise KeyboardInterrupt(f'{name}: stopping at once')
     if self.announce:
       _write_stderr(f'{name}: stopping after this step and saving a checkpoint '
                     '(send it again to stop at once)\n')

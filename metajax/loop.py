@@ -25,12 +25,29 @@ from metajax.writers import MetricWriter
 
 
 class RunInterrupted(Exception):
-  """SIGINT or SIGTERM stopped training; the state of the last step is checkpointed."""
+  """SIGINT or SIGTERM stopped a run; what it had done is checkpointed in `workdir`.
 
-  def __init__(self, workdir: str, step: int, signal_name: str):
-    super().__init__(f'{signal_name}: stopped at step {step}; checkpoint saved in {workdir}. '
-                     'Run the same command again to resume from it.')
-    self.workdir, self.step, self.signal_name = workdir, step, signal_name
+  Attributes:
+    workdir: the run directory.
+    step: the step of its last complete checkpoint (None: none yet).
+    signal_name: 'SIGINT' or 'SIGTERM'.
+    stage: 'training' (stopped after a step and checkpointed it), 'at once' (a
+      second signal stopped it mid-step) or 'testing' (training had finished).
+  """
+
+  def __init__(self, workdir: str, step, signal_name: str, stage: str = 'training'):
+    where = os.path.join(workdir, 'checkpoints')
+    if stage == 'testing':
+      text = (f'{signal_name}: stopped while testing; training finished at step {step}, '
+              f'checkpointed in {where}')
+    elif stage == 'at once':
+      text = (f'{signal_name} twice: stopped at once; ' +
+              (f'the last complete checkpoint is step {step} in {where}' if step is not None
+               else 'no checkpoint had been saved yet'))
+    else:
+      text = f'{signal_name}: stopped at step {step}; checkpoint saved in {where}'
+    super().__init__(text)
+    self.workdir, self.step, self.signal_name, self.stage = workdir, step, signal_name, stage
 
 
 @dataclasses.dataclass
@@ -143,7 +160,10 @@ def _train(run: Run, workdir: str, show_progress: bool, primary: bool, share) ->
   if talk and checkpointer.removed_incomplete:
     progress_lib.say(f'{workdir}: removed an incomplete checkpoint (step '
                      f'{", ".join(map(str, checkpointer.removed_incomplete))}) left by a run '
-                     'stopped while saving it; resuming from the last complete one')
+                     'stopped while saving it; ' + (
+                         'resuming from the last complete one'
+                         if checkpointer.latest_step() is not None
+                         else 'no complete checkpoint is left, so training starts again'))
   state = _restore(run, workdir, state, checkpointer)
   start, last = int(state.step), config.num_steps
   if talk and start >= last:
@@ -184,6 +204,7 @@ def _train(run: Run, workdir: str, show_progress: bool, primary: bool, share) ->
                                        desc=f'{config.algorithm} on {config.dataset}')
       log.progress = progress
 
+  at_once, saved = False, None
   try:
     with stop:
       for done, state, metrics in hooks.steps(
@@ -196,21 +217,34 @@ def _train(run: Run, workdir: str, show_progress: bool, primary: bool, share) ->
           hook(done, state, metrics)
         if stop.requested:
           raise RunInterrupted(workdir, done, stop.signal_name)
+  except KeyboardInterrupt:
+    if not stop.requested:
+      raise
+    at_once = True  # a second signal, mid-step
   finally:
     train_s = clock.train_s()
     if progress is not None:
       progress.close()
     checkpointer.wait()
+    saved = checkpointer.latest_step()
     checkpointer.close()
     if writer is not None:
       writer.close()
+  if at_once:
+    raise RunInterrupted(workdir, saved, stop.signal_name, 'at once')
 
   if best is not None:
     # The protocol: test the checkpoint that did best on the validation classes.
     state = best.restore(state) or state
     best.close()
-  with clock.evaluating():
-    records = run.evaluate(_local(state.theta), 'test', show_progress=talk)
+  testing = interrupts.Graceful(announce=False, at_once=True)  # nothing left to save
+  try:
+    with clock.evaluating(), testing:
+      records = run.evaluate(_local(state.theta), 'test', show_progress=talk)
+  except KeyboardInterrupt:
+    if not testing.requested:
+      raise
+    raise RunInterrupted(workdir, int(state.step), testing.signal_name, 'testing') from None
   for r in records:
     r['checkpoint_step'] = int(state.step)
     if best is not None:

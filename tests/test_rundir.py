@@ -101,6 +101,16 @@ class RunDirectoryTest(absltest.TestCase):
     with self.assertRaisesRegex(FileNotFoundError, f'^workdir={self.data} holds no run'):
       rundir.load_learner(self.data)
 
+  def test_a_run_of_folders_named_in_the_dataset_resumes_and_loads(self):
+    workdir = os.path.join(self.tmp, 'named')
+    named = dict(dataset=f'folders:{self.data}', data_dir=None)
+    self.train(workdir, num_steps=2, **named)  # config.json records the folder as data_dir
+    self.assertEqual(rundir.read_config(workdir).data_dir, self.data)
+    self.assertEqual(int(self.train(workdir, **named).state.step), 4)  # resumed
+    self.assertEqual(rundir.load_learner(workdir).step, 4)
+    with self.assertRaisesRegex(ValueError, 'names its folder already'):
+      self.config(dataset=f'folders:{self.data}', data_dir=os.path.join(self.tmp, 'other'))
+
   def test_a_workdir_that_cannot_be_one_is_a_clear_error_and_nothing_is_created(self):
     afile = os.path.join(self.tmp, 'notes.txt')
     with open(afile, 'w') as f:
@@ -131,13 +141,20 @@ class RunDirectoryTest(absltest.TestCase):
         raise OSError(errno.ENOSPC, 'No space left on device')
       return save(manager, step, *args, **kwargs)
 
+    message = (r'^saving the checkpoint of step 4 in .*run/checkpoints failed \(No space left on '
+               r'device\): free space there or choose another --workdir; the last complete '
+               r'checkpoint, step 2, is kept$')
     with mock.patch.object(checkpoint.ocp.CheckpointManager, 'save', full):
-      with self.assertRaisesRegex(OSError, r'saving the checkpoint of step 4 in .*run/checkpoints '
-                                  r'failed \(No space left on device\): free space there or '
-                                  r'choose another --workdir; the last complete checkpoint is '
-                                  r'kept'):
+      with self.assertRaisesRegex(OSError, message):  # orbax fails while writing
+        self.train(workdir, num_steps=4)
+    usage = checkpoint.shutil.disk_usage
+    little = lambda path: usage(path)._replace(free=1000)
+    with mock.patch.object(checkpoint.shutil, 'disk_usage', little):
+      with self.assertRaisesRegex(OSError, message):  # no room: refused before writing
         self.train(workdir, num_steps=4)
     self.assertEqual(checkpoint.Checkpointer(workdir).steps(), [2])
+    self.assertEqual([n for n in os.listdir(os.path.join(workdir, 'checkpoints'))
+                      if checkpoint.TMP in n], [])
     result = self.train(workdir, num_steps=4)  # space again: it resumes from step 2
     self.assertEqual(int(result.state.step), 4)
 

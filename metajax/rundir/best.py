@@ -18,8 +18,8 @@ class BestKeeper:
   higher is better for accuracy, lower for MSE. `best/best.json` records it.
   """
 
-  def __init__(self, workdir: str, metric: str):
-    self.checkpointer = Checkpointer(workdir, max_to_keep=1, subdir='best')
+  def __init__(self, workdir: str, metric: str, read_only: bool = False):
+    self.checkpointer = Checkpointer(workdir, max_to_keep=1, subdir='best', read_only=read_only)
     self.path = os.path.join(self.checkpointer.directory, 'best.json')
     self.sign = 1.0 if metric == 'accuracy' else -1.0
     self.best = None

@@ -3,7 +3,7 @@
 import os
 from typing import Optional
 
-from metajax import inference, run as run_lib
+from metajax import inference, progress, run as run_lib
 from metajax.checkpoint import Checkpointer
 from metajax.rundir.best import BestKeeper
 from metajax.rundir.records import read_config
@@ -57,7 +57,7 @@ def load_run(workdir: str, step: Optional[int] = None, prefer_best: bool = True,
   state = run.init_state()
   if step is not None or prefer_best:
     if os.path.isdir(os.path.join(workdir, 'best')):
-      best = BestKeeper(workdir, run.metric)
+      best = BestKeeper(workdir, run.metric, read_only=True)
       restored = (best.restore(state)
                   if step is None or (best.best or {}).get('step') == step else None)
       best.close()
@@ -65,7 +65,11 @@ def load_run(workdir: str, step: Optional[int] = None, prefer_best: bool = True,
         return run, restored
   if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
     raise FileNotFoundError(f'workdir={workdir} holds no checkpoint')
-  checkpointer = Checkpointer(workdir, config.max_checkpoints)
+  checkpointer = Checkpointer(workdir, config.max_checkpoints, read_only=True)
+  if checkpointer.incomplete:
+    progress.say(f'{workdir}: ignoring an incomplete checkpoint (step '
+                 f'{", ".join(map(str, checkpointer.incomplete))}) left by a run stopped while '
+                 'saving it; the next training run in this folder removes it')
   if checkpointer.latest_step() is None:
     raise FileNotFoundError(f'workdir={workdir} holds no checkpoint')
   state = checkpointer.restore(state, step)

@@ -5,6 +5,7 @@ import os
 from typing import Optional
 
 from metajax import settings
+from metajax.checkpoint import WriteError, write_hint
 from metajax.config import Config, differing_fields
 from metajax.data.source import ClassSplits
 
@@ -39,8 +40,7 @@ def read_classes(workdir: str) -> Optional[dict]:
 def write_classes(workdir: str, record: Optional[dict]) -> None:
   """`classes.json`: the class names of each split and a fingerprint of their files."""
   if record is not None:
-    with open(os.path.join(workdir, CLASSES), 'w') as f:
-      json.dump(record, f, indent=1)
+    write_text(os.path.join(workdir, CLASSES), json.dumps(record, indent=1))
 
 
 def check_classes(workdir: str, record: Optional[dict], what_to_do: str) -> None:
@@ -122,16 +122,32 @@ def _flag_value(value) -> str:
   return ','.join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
+def write_text(path: str, text: str) -> None:
+  """Writes `path` atomically (a full disk leaves the old file, or none).
+
+  Raises:
+    WriteError: naming the file, the cause and what to do.
+  """
+  tmp = path + '.tmp'
+  try:
+    with open(tmp, 'w') as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except OSError as e:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise WriteError(e.errno, f'writing {path} failed ({e.strerror or e}): '
+                     f'{write_hint(e.errno)}') from None
+
+
 def write_config(config: Config, workdir: str) -> None:
   """`config.json` (every setting by section), and `flags.txt`: a flagfile that repeats the run.
 
   `flags.txt` holds the settings of the run's own parts only, each as a flag.
   """
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json())
+  write_text(os.path.join(workdir, 'config.json'), config.to_json())
   lines = [f'--{name}={settings.text(value)}' for name, value in config.flat().items()]
-  with open(os.path.join(workdir, 'flags.txt'), 'w') as f:
-    f.write('\n'.join(lines) + '\n')
+  write_text(os.path.join(workdir, 'flags.txt'), '\n'.join(lines) + '\n')
 
 
 # What makes two evaluations the same protocol: a new record replaces an old
@@ -163,8 +179,5 @@ def write_eval(workdir: str, records: list[dict], path: Optional[str] = None) ->
   if os.path.exists(path):
     with open(path) as f:
       kept = [r for r in json.load(f) if protocol(r) not in new]
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(kept + list(records), f, indent=2)
-  os.replace(tmp, path)
+  write_text(path, json.dumps(kept + list(records), indent=2))
   return path
