@@ -69,6 +69,8 @@ def main(argv):
     print(f'{e}. Run {again} to {what}.', file=sys.stderr)
     sys.exit(130)
   except (ValueError, FloatingPointError, OSError, rundir.RunDirectoryBusyError) as e:
+    if not FLAGS.workdir and not os.listdir(workdir):  # the temporary folder made above
+      os.rmdir(workdir)
     sys.exit(f'error: {cli.flag_words(e)}')
   if FLAGS.baselines is not None:
     with open(os.path.join(workdir, 'flags.txt'), 'a') as f:

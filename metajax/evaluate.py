@@ -76,8 +76,10 @@ def evaluate(learner: MetaLearner, metric_fn: Callable, metric: str,
 def format_records(name: str, records: list[dict]) -> str:
   """A line per source (one for a single-source run): `name`, then each inner-step count.
 
-  A source evaluated only without inner steps (ProtoNets, the predictor) shows
-  its metric's name instead of "0 steps", which would read as untrained.
+  Accuracy is in percent, other metrics (MSE) as they are, each with its 95%
+  interval. A source evaluated only without inner steps (ProtoNets, the
+  predictor) shows its metric's name instead of "0 steps", which would read
+  as untrained.
   """
   lines = []
   for source in dict.fromkeys(r.get('source') for r in records):
@@ -85,11 +87,16 @@ def format_records(name: str, records: list[dict]) -> str:
     no_steps = all(r['inner_steps'] == 0 for r in mine)
     cells = []
     for r in mine:
-      what = r.get('metric', 'result') if no_steps else f'{r["inner_steps"]:>2} steps'
-      cell = f'{what}: {r["mean"]:.4f} +- {r["ci95"]:.4f}'
+      n = r['inner_steps']
+      what = (r.get('metric', 'result') + ':' if no_steps
+              else f'{n:>2} {"step: " if n == 1 else "steps:"}')
+      if r.get('metric') == 'accuracy':
+        cell = f'{what} {100 * r["mean"]:.2f} +- {100 * r["ci95"]:.2f} %'
+      else:
+        cell = f'{what} {r["mean"]:.4f} +- {r["ci95"]:.4f}'
       if r.get('num_nonfinite'):
         cell += f' (diverged on {r["num_nonfinite"]}/{r["num_tasks"]} tasks)'
       cells.append(cell)
     label = name if source is None else f'{name} [{source}]'
-    lines.append(f'{label:<11}' + '   '.join(cells))
+    lines.append(f'{label:<10} ' + '   '.join(cells))
   return '\n'.join(lines)

@@ -84,7 +84,7 @@ class TrainedLearner:
     if not self.learner.any_ways and len(classes) != self.config.ways:
       raise ValueError(f'support_labels: this {self.config.algorithm} learner was trained '
                        f'for {self.config.ways}-way tasks; the support set has '
-                       f'{len(classes)} classes')
+                       f'{len(classes)} class{"es" * (len(classes) != 1)}')
     support = Split(jnp.asarray(self._prepare(support, 'support_images')),
                     jnp.asarray(y, jnp.int32))
     logits = self._logits(self.theta, support,

@@ -76,6 +76,7 @@ class HessianTest(parameterized.TestCase):
     early = analysis.top_eigenvalues(support, variables, k=1, num_iters=15)
     np.testing.assert_allclose(early.eigenvalues[0], expected[0], rtol=1e-4)
 
+  @pytest.mark.slow
   def test_hutchinson_trace_within_its_error(self):
     _, _, variables, support, _ = _problem()
     exact = np.trace(np.asarray(analysis.dense_hessian(support, variables)))

@@ -11,7 +11,7 @@ import pytest
 
 from metajax import loop, rundir
 from metajax.config import Config
-from metajax.data import DATASETS, folders
+from metajax.data import DATASETS, folders, registry as data_registry
 from metajax.run import build_run
 from tests import helpers
 
@@ -95,6 +95,10 @@ class FolderSourceTest(parameterized.TestCase):
     with self.assertRaisesRegex(FileNotFoundError, f'data_dir={missing} does not exist'):
       build_run(self.config(missing), show_progress=False)
     self.assertFalse(os.path.exists(missing))  # nothing created for a mistyped path
+    with self.assertRaisesRegex(FileNotFoundError, f'^dataset=folders:{missing}: {missing} does '
+                                'not exist'):  # the flag the user gave
+      data_registry.get(f'folders:{missing}').source()
+    self.assertFalse(os.path.exists(missing))
     empty = os.path.join(self.tmp, 'empty')
     os.makedirs(empty)
     with self.assertRaisesRegex(ValueError, 'holds 0 class folders of images'):

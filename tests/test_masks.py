@@ -76,6 +76,7 @@ class PaddingTest(parameterized.TestCase):
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-12)
       self.assertGreater(float(optax.tree.norm(g)), 1e-6)  # a gradient to compare
 
+  @pytest.mark.slow
   def test_padding_without_its_mask_changes_the_gradient(self):
     # The check above can fail: the same padding, unmasked, changes the result.
     with jax.enable_x64(True):

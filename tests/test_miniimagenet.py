@@ -4,6 +4,7 @@ import os
 
 from absl.testing import parameterized
 import numpy as np
+import pytest
 
 from metajax import cli
 from metajax import loop
@@ -72,6 +73,7 @@ class MiniImageNetTest(parameterized.TestCase):
     self.assertTrue(cli.flag_words(e.exception).startswith(
         '--ways=4: the miniimagenet val split has only 3'))
 
+  @pytest.mark.slow
   def test_protonet_trains_and_evaluates_on_the_fixture(self):
     data_dir = make_fixture(self.create_tempdir().full_path, 'csv')
     config = Config(dataset='miniimagenet', algorithm='protonet', ways=3, shots=1, query=3,

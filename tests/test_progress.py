@@ -91,6 +91,12 @@ class ResultLinesTest(absltest.TestCase):
     record = lambda steps, mean: {'metric': 'accuracy', 'inner_steps': steps, 'mean': mean,
                                   'ci95': 0.01}
     self.assertEqual(evaluate.format_records('protonet', [record(0, 0.9912)]),
-                     'protonet   accuracy: 0.9912 +- 0.0100')
+                     'protonet   accuracy: 99.12 +- 1.00 %')
+    mse = lambda steps, mean: {'metric': 'mse', 'inner_steps': steps, 'mean': mean, 'ci95': 0.01}
+    self.assertEqual(evaluate.format_records('maml', [mse(0, 2.9), mse(1, 0.36), mse(10, 0.1)]),
+                     'maml        0 steps: 2.9000 +- 0.0100    1 step:  0.3600 +- 0.0100   '
+                     '10 steps: 0.1000 +- 0.0100')
+    self.assertEqual(evaluate.format_records('protonet', [{**record(0, 0.7), 'source': 'omniglot'}]),
+                     'protonet [omniglot] accuracy: 70.00 +- 1.00 %')
     self.assertEqual(evaluate.format_records('maml', [record(0, 0.2), record(1, 0.98)]),
-                     'maml        0 steps: 0.2000 +- 0.0100    1 steps: 0.9800 +- 0.0100')
+                     'maml        0 steps: 20.00 +- 1.00 %    1 step:  98.00 +- 1.00 %')

@@ -1,8 +1,10 @@
 """A run directory you can trust: the class split it trained on, its paths, its refusals."""
 
 import errno
+import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from unittest import mock
@@ -100,6 +102,14 @@ class RunDirectoryTest(absltest.TestCase):
       rundir.load_learner(os.path.join(workdir, 'checkpoints', '2'), step=4)
     with self.assertRaisesRegex(FileNotFoundError, f'^workdir={self.data} holds no run'):
       rundir.load_learner(self.data)
+    # A save that a kill interrupted: a reader says so, leaves it and loads the last complete one.
+    left = os.path.join(workdir, 'checkpoints', '6.orbax-checkpoint-tmp-123')
+    shutil.copytree(os.path.join(workdir, 'checkpoints', '4'), left)
+    with mock.patch('sys.stderr', new_callable=io.StringIO) as err:
+      self.assertEqual(rundir.load_learner(workdir).step, 4)
+    self.assertIn('ignoring an incomplete checkpoint (step 6) left by a run stopped while saving '
+                  'it', err.getvalue())
+    self.assertTrue(os.path.isdir(left))
 
   def test_a_run_of_folders_named_in_the_dataset_resumes_and_loads(self):
     workdir = os.path.join(self.tmp, 'named')

@@ -369,6 +369,16 @@ def input_shape(settings: ImageSettings) -> tuple[int, int, int]:
   return (size, size, settings.image_channels or 3)
 
 
+def _named(folder: str):
+  """`make_source` of `--dataset=folders:FOLDER`, whose errors name that flag."""
+  def make(settings: FoldersSettings, spec: EpisodeSpec, show_progress: bool = True):
+    if not os.path.isdir(settings.data_dir):
+      raise FileNotFoundError(f'dataset=folders:{folder}: {settings.data_dir} does not exist: '
+                              'name a folder of class folders')
+    return make_source(settings, spec, show_progress)
+  return make
+
+
 # Images of one's own: 5-way 1-shot with 15 queries per class, as on Omniglot.
 IMAGE_DEFAULTS = {'ways': 5, 'shots': 1, 'query': 15, 'meta_batch_size': 8, 'num_steps': 2000,
                   'checkpoint_every': 250, 'log_every': 50}
@@ -379,5 +389,5 @@ SPEC = registry.register(registry.DatasetSpec(
     from_data={'image_size': 'image_size', 'image_channels': 'channels',
                'split_fractions': 'split_fractions'},
     with_argument=lambda folder: dataclasses.replace(
-        SPEC, name=f'folders:{folder}', with_argument=None,
+        SPEC, name=f'folders:{folder}', with_argument=None, make_source=_named(folder),
         defaults={**IMAGE_DEFAULTS, 'data_dir': os.path.abspath(os.path.expanduser(folder))})))
