@@ -17,6 +17,15 @@ import tempfile
 
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
                       os.path.join(tempfile.gettempdir(), f'metajax-tests-xla-{os.getuid()}'))
+# XLA's CPU backend compiles without LLVM's optimisation passes: the programs
+# compute the same functions (each test's comparisons run under the same
+# setting), compile in about half the time and run slower, which on tests of
+# a few steps is a large net gain. Speed is measured by the benchmark
+# scripts, never here. METAJAX_TEST_XLA_OPT=1 keeps XLA's default.
+if os.environ.get('METAJAX_TEST_XLA_OPT') != '1' and (
+    'xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', '')):
+  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                             ' --xla_backend_optimization_level=0').strip()
 
 from absl import flags  # pylint: disable=g-import-not-at-top
 import jax  # pylint: disable=g-import-not-at-top
