@@ -19,12 +19,10 @@ import optax
 import pytest
 
 from metajax.algorithms import ALGORITHMS
-from metajax.config import Config
 from metajax.data.sinusoid import SinusoidFamily
 from metajax.learner import AUX_KEYS, Adapted
 from metajax.losses import cross_entropy, mse
 from metajax.models import MLP
-from metajax.run import make_learner
 from metajax.step import create_train_state, make_meta_train_step, task_meta_gradient
 from metajax.types import Split, Task
 
@@ -44,6 +42,7 @@ SETTINGS = {
     # A small fine-tuning step: the pretrained net's gradients are large.
     'pretrained': dict(inner_lr=0.002, inner_steps=1),
     'protonet': dict(),
+    'matching': dict(matching_fce=True, matching_fce_steps=2),  # the LSTMs too
     # Predicts the last layer from the support set, refined by two inner steps.
     'predictor': dict(inner_lr=0.01, inner_steps=2),
     'finetune': dict(inner_lr=0.05, inner_steps=2, pretrain_classes=5),
@@ -59,9 +58,9 @@ def problem(name):
   spec = ALGORITHMS[name]
   regression = 'regression' in spec.tasks
   dataset = 'sinusoid' if regression else 'omniglot'
-  config = Config(algorithm=name, dataset=dataset, **SETTINGS[name]).resolve()
+  settings = spec.section(dataset, **SETTINGS[name])
   model = MLP(hidden=(8, 8), out=1 if regression else WAYS)
-  learner = make_learner(config, model, mse if regression else cross_entropy)
+  learner = spec.build(settings, model, mse if regression else cross_entropy)
   rng = np.random.default_rng(0)
 
   def split(n):
@@ -73,8 +72,8 @@ def problem(name):
   tasks = Task(split(WAYS * SHOTS), split(WAYS * QUERY))
   batch = tasks
   if learner.batch_loss is not None:
-    batch = Split(tasks.support.x[0], tasks.support.y[0] % config.pretrain_classes)
-  steps = config.inner_steps if spec.adapts else None
+    batch = Split(tasks.support.x[0], tasks.support.y[0] % settings.pretrain_classes)
+  steps = settings.inner_steps if spec.adapts else None
   return learner, jax.tree.map(lambda v: v[0], tasks), batch, steps
 
 
@@ -127,8 +126,7 @@ class ConformanceTest(parameterized.TestCase):
   @parameterized.parameters(*REGRESSION)
   @pytest.mark.slow
   def test_algorithm_learns_sinusoids(self, name):
-    config = Config(algorithm=name, **SETTINGS[name]).resolve()
-    learner = make_learner(config, MLP(hidden=(40, 40)), mse)
+    learner = ALGORITHMS[name].learner(MLP(hidden=(40, 40)), mse, **SETTINGS[name])
     family = SinusoidFamily()
     meta_opt = optax.adam(1e-3) if name != 'reptile' else optax.sgd(0.5)
     traces = []

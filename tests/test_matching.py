@@ -1,0 +1,98 @@
+"""Matching Networks: the attention against an independent computation, float64 gradients."""
+
+from absl.testing import absltest, parameterized
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from metajax.algorithms import ALGORITHMS
+from metajax.algorithms.matching import matching_logits
+from metajax.losses import cross_entropy
+from metajax.models import MLP
+from metajax.types import Split, Task
+
+KEY = jax.random.PRNGKey(0)
+
+
+def task(ways=3, shots=2, query=2, dim=5, seed=0, dtype=np.float64):
+  rng = np.random.default_rng(seed)
+  labels = lambda n: jnp.asarray(np.arange(ways * n) % ways)
+  split = lambda n: Split(jnp.asarray(rng.normal(size=(ways * n, dim)).astype(dtype)), labels(n))
+  return Task(split(shots), split(query))
+
+
+class MatchingTest(parameterized.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    jax.config.update('jax_enable_x64', True)
+
+  def tearDown(self):
+    jax.config.update('jax_enable_x64', False)
+    super().tearDown()
+
+  def test_logits_are_the_log_attention_each_class_receives(self):
+    rng = np.random.default_rng(1)
+    support, query = rng.normal(size=(6, 4)), rng.normal(size=(3, 4))
+    labels = np.array([0, 2, 0, 2, 1, 2])
+    mask = np.array([True, True, True, True, True, False])  # the last row is padding
+    logits = np.asarray(matching_logits(jnp.asarray(query), jnp.asarray(support),
+                                        jnp.asarray(labels), 2.0, jnp.asarray(mask)))
+    for q in range(3):
+      cos = np.array([query[q] @ s / np.linalg.norm(query[q]) / np.linalg.norm(s)
+                      for s in support[:5]])
+      attention = np.exp(2.0 * cos) / np.exp(2.0 * cos).sum()
+      for c in range(3):
+        np.testing.assert_allclose(logits[q, c], np.log(attention[labels[:5] == c].sum()),
+                                   rtol=1e-10)
+    np.testing.assert_array_equal(logits[:, 3:], -1e9)  # classes absent from the support
+    # The softmax of log p is p: the loss is the paper's -log p(y | x, S).
+    np.testing.assert_allclose(np.exp(logits[:, :3]).sum(1), 1.0, rtol=1e-10)
+
+  @parameterized.parameters(False, True)
+  def test_meta_gradient_matches_finite_differences(self, fce):
+    learner = ALGORITHMS['matching'].learner(MLP(hidden=(6,), out=3), cross_entropy,
+                                             matching_fce=fce, matching_fce_steps=2,
+                                             matching_scale=3.0)
+    t = task()
+    theta = jax.tree.map(lambda v: v.astype(jnp.float64), learner.init(KEY, t))
+    self.assertEqual('fce' in theta, fce)
+    loss = lambda th: learner.outer_loss(th, t, KEY)[0]
+    grads = jax.grad(loss)(theta)
+    leaves, tree = jax.tree.flatten(theta)
+    rng = np.random.default_rng(2)
+    direction = tree.unflatten([jnp.asarray(rng.normal(size=v.shape)) for v in leaves])
+    eps = 1e-6
+    shifted = lambda sign: jax.tree.map(lambda v, d: v + sign * eps * d, theta, direction)
+    numeric = (loss(shifted(1)) - loss(shifted(-1))) / (2 * eps)
+    analytic = sum(jnp.vdot(g, d) for g, d in zip(jax.tree.leaves(grads),
+                                                  jax.tree.leaves(direction)))
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-7)
+
+  def test_padding_the_support_set_changes_nothing(self):
+    learner = ALGORITHMS['matching'].learner(MLP(hidden=(6,), out=3), cross_entropy,
+                                             matching_fce=True, matching_fce_steps=2)
+    t = task()
+    theta = jax.tree.map(lambda v: v.astype(jnp.float64), learner.init(KEY, t))
+    pad = lambda a, value: jnp.concatenate([a, jnp.full((2,) + a.shape[1:], value, a.dtype)])
+    support = Split(pad(t.support.x, 7.0), pad(t.support.y, 0),
+                    jnp.arange(8) < t.support.x.shape[0])
+    padded = Task(support, Split(t.query.x, t.query.y, jnp.ones(t.query.x.shape[0], bool)))
+    loss = lambda th, tk: learner.outer_loss(th, tk, KEY)[0]
+    np.testing.assert_allclose(loss(theta, padded), loss(theta, t), rtol=1e-12)
+    grads = [jax.grad(loss)(theta, tk) for tk in (padded, t)]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14), *grads)
+
+  def test_any_number_of_ways_and_settings_out_of_range(self):
+    learner = ALGORITHMS['matching'].learner(MLP(hidden=(6,), out=3), cross_entropy)
+    theta = learner.init(KEY, task())
+    five = task(ways=5)
+    self.assertEqual(learner.predict(theta, five.support, five.query.x, KEY).shape, (10, 10))
+    with self.assertRaisesRegex(ValueError, r'^--matching_scale=0.0: must be > 0'):
+      ALGORITHMS['matching'].section(matching_scale=0.0)
+    with self.assertRaisesRegex(ValueError, r'^--matching_fce_steps=0: must be a positive'):
+      ALGORITHMS['matching'].section(matching_fce_steps=0)
+
+
+if __name__ == '__main__':
+  absltest.main()
