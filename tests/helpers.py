@@ -173,3 +173,15 @@ def omniglot_folders(root: str, characters: int = 200, flat: bool = False) -> st
         with open(os.path.join(folder, file), 'wb') as f:
           f.write(archive.read(name))
   return root
+
+
+def class_folders(root, names, per_class=6, seed=0):
+  """Class folders `root/<name>/<i>.png` of 10x12 gray images, each class its own grey level."""
+  rng = np.random.default_rng(seed)
+  for name in names:
+    os.makedirs(os.path.join(root, name), exist_ok=True)
+    level = int(rng.integers(0, 256))
+    for i in range(per_class):
+      pixels = np.clip(level + rng.integers(-20, 21, size=(10, 12)), 0, 255).astype(np.uint8)
+      Image.fromarray(pixels).save(os.path.join(root, name, f'{i}.png'))
+  return root

@@ -1,15 +1,23 @@
 """Matching Networks: the attention against an independent computation, float64 gradients."""
 
+import glob
+import os
+from unittest import mock
+
 from absl.testing import absltest, parameterized
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
+from metajax import loop, rundir
 from metajax.algorithms import ALGORITHMS
 from metajax.algorithms.matching import matching_logits
+from metajax.config import Config
 from metajax.losses import cross_entropy
 from metajax.models import MLP
 from metajax.types import Split, Task
+from tests import helpers
 
 KEY = jax.random.PRNGKey(0)
 
@@ -92,6 +100,31 @@ class MatchingTest(parameterized.TestCase):
       ALGORITHMS['matching'].section(matching_scale=0.0)
     with self.assertRaisesRegex(ValueError, r'^--matching_fce_steps=0: must be a positive'):
       ALGORITHMS['matching'].section(matching_fce_steps=0)
+
+
+class MatchingRunTest(absltest.TestCase):
+
+  @pytest.mark.slow
+  def test_trains_on_class_folders_resumes_and_predicts_files(self):
+    tmp = self.create_tempdir().full_path
+    data = helpers.class_folders(os.path.join(tmp, 'data'), [f'class{c}' for c in range(10)])
+    workdir = os.path.join(tmp, 'run')
+    config = lambda steps: Config(dataset=f'folders:{data}', algorithm='matching',
+                                  matching_fce=True, matching_fce_steps=1, ways=2, shots=1,
+                                  query=2, meta_batch_size=2, channels=4, num_steps=steps,
+                                  checkpoint_every=2, eval_tasks=10)
+    with mock.patch.dict(os.environ, {'METAJAX_CACHE_DIR': os.path.join(tmp, 'cache')}):
+      loop.train_and_evaluate(config(2), workdir, show_progress=False)
+      result = loop.train_and_evaluate(config(4), workdir, show_progress=False)  # resumed
+      self.assertEqual((result.times['steps'], int(result.state.step)), (2, 4))
+      (record,) = result.records
+      self.assertEqual((record['algorithm'], record['num_tasks']), ('matching', 10))
+      learner = rundir.load_learner(workdir)
+      names = result.run.source.class_names('test')[:2]
+      files = [sorted(glob.glob(os.path.join(data, n, '*.png'))) for n in names]
+      predicted = learner.predict([f[0] for f in files], names, [f[1] for f in files])
+    self.assertEqual(len(predicted), 2)
+    self.assertTrue(set(predicted) <= set(names))
 
 
 if __name__ == '__main__':

@@ -10,8 +10,6 @@ import sys
 from unittest import mock
 
 from absl.testing import absltest
-import numpy as np
-from PIL import Image
 import pytest
 
 from metajax import checkpoint
@@ -21,15 +19,7 @@ from metajax.config import Config
 from tests import helpers
 
 
-def write_classes(root, names, per_class=6, seed=0):
-  rng = np.random.default_rng(seed)
-  for name in names:
-    os.makedirs(os.path.join(root, name), exist_ok=True)
-    level = int(rng.integers(0, 256))
-    for i in range(per_class):
-      pixels = np.clip(level + rng.integers(-20, 21, size=(10, 12)), 0, 255).astype(np.uint8)
-      Image.fromarray(pixels).save(os.path.join(root, name, f'{i}.png'))
-  return root
+write_classes = helpers.class_folders
 
 
 class RunDirectoryTest(absltest.TestCase):
