@@ -93,7 +93,7 @@ class DefaultsTest(parameterized.TestCase):
       ('maml', 'omniglot_maml_5w1s_cpu'), ('fomaml', 'omniglot_fomaml_5w1s_cpu'),
       ('mamlpp', 'omniglot_mamlpp_5w1s_cpu'), ('protonet', 'omniglot_protonet_5w1s'),
       ('predictor', 'omniglot_predictor_5w1s'), ('finetune', 'omniglot_baseline'),
-      ('matching', 'omniglot_matching_5w1s'))
+      ('matching', 'omniglot_matching_5w1s'), ('r2d2', 'omniglot_r2d2_5w1s'))
   def test_naming_algorithm_and_dataset_gives_the_presets_setting(self, algorithm, preset):
     path = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'experiments', 'configs',
                         f'{preset}.flags')

@@ -43,6 +43,7 @@ SETTINGS = {
     'pretrained': dict(inner_lr=0.002, inner_steps=1),
     'protonet': dict(),
     'matching': dict(matching_fce=True, matching_fce_steps=2),  # the LSTMs too
+    'r2d2': dict(),
     # Predicts the last layer from the support set, refined by two inner steps.
     'predictor': dict(inner_lr=0.01, inner_steps=2),
     'finetune': dict(inner_lr=0.05, inner_steps=2, pretrain_classes=5),

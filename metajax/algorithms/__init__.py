@@ -15,9 +15,11 @@ from metajax.algorithms.imaml import imaml
 from metajax.algorithms.pretrained import pretrained
 from metajax.algorithms.protonet import protonet
 from metajax.algorithms.matching import matching
+from metajax.algorithms.r2d2 import r2d2
 from metajax.algorithms.predictor import predictor
 from metajax.algorithms.finetune import finetune
 from metajax.algorithms.boil import boil
 
 __all__ = ['ALGORITHMS', 'AlgorithmSpec', 'registry', 'maml', 'fomaml', 'anil', 'metasgd', 'mamlpp',
-           'imaml', 'reptile', 'pretrained', 'protonet', 'matching', 'predictor', 'finetune', 'boil']
+           'imaml', 'reptile', 'pretrained', 'protonet', 'matching', 'r2d2',
+           'predictor', 'finetune', 'boil']
