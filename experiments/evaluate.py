@@ -44,6 +44,13 @@ flags.DEFINE_string('out', None, 'JSON file the records are added to (default: t
 FLAGS = flags.FLAGS
 
 
+def _seen_in_training(run) -> int:
+  """How many of the classes scored now were in the run's recorded training split."""
+  recorded = rundir.read_classes(rundir.locate(FLAGS.workdir)[0]) or {}
+  trained = set(recorded.get('train', {}).get('classes', []))
+  return len(trained & set(run.source.class_names(FLAGS.split)))
+
+
 def main(argv):
   del argv
   if not FLAGS['verbosity'].present:
@@ -64,11 +71,20 @@ def main(argv):
     run = run.for_episodes(FLAGS.ways, FLAGS.shots, steps, show_progress=True)
     if isinstance(run.source, DataSummary):
       print(run.source.summary(), file=sys.stderr)
-    if not FLAGS.new_data:
+    changed = None
+    try:
       rundir.check_classes(
           rundir.locate(FLAGS.workdir)[0], rundir.class_record(run.source),
           'Restore the data the run was trained on, or pass --new_data to score the data as '
           'it is now (recorded beside the run\'s own records).')
+    except rundir.DataChangedError as e:
+      if not FLAGS.new_data:
+        raise
+      changed = _seen_in_training(run)
+      print(f'--new_data: {str(e).split(". Restore")[0]}; {changed} of the '
+            f'{len(run.source.class_names(FLAGS.split))} {FLAGS.split} classes scored now were '
+            'training classes of the run (its records say data_changed and '
+            'classes_seen_in_training)', file=sys.stderr)
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f'error: {cli.flag_words(e)}')
   workdir, _ = rundir.locate(FLAGS.workdir)
@@ -78,6 +94,8 @@ def main(argv):
       records = run.evaluate(state.theta, FLAGS.split, FLAGS.num_tasks)
       for r in records:
         r['checkpoint_step'] = int(state.step)
+        if changed is not None:
+          r.update(data_changed=True, classes_seen_in_training=changed)
       print(evaluate.format_records(run.config.algorithm, records))
       path = None
       if FLAGS.out is not None or writable:

@@ -46,8 +46,10 @@ class Checkpointer:
       self.removed_incomplete = self.incomplete
     self._manager = ocp.CheckpointManager(
         self.directory,
+        # A reader's manager creates and cleans nothing (orbax's own read_only
+        # mode would also say so in three warnings on every load).
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
-                                             read_only=read_only,
+                                             cleanup_tmp_directories=False,
                                              enable_async_checkpointing=False))
 
   def latest_step(self) -> Optional[int]:

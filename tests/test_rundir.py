@@ -70,6 +70,9 @@ class RunDirectoryTest(absltest.TestCase):
     self.assertEqual(after[:len(before)], before)  # training's own records are kept
     self.assertLen(after, 2 * len(before))
     self.assertNotEqual(after[-1]['data'], before[0]['data'])
+    self.assertIs(after[-1]['data_changed'], True)
+    self.assertIn('classes_seen_in_training', after[-1])
+    self.assertIn('training classes of the run', out.stderr)
 
   @pytest.mark.slow
   def test_a_resumed_run_says_how_many_steps_each_row_averages(self):
