@@ -40,9 +40,10 @@ NEEDS_DATA = ("'omniglot'", NEEDS_RUN, OWN_DATA)  # blocks that read the real Om
 BASH_BLOCKS = [code for _, code in _blocks('bash')]
 (OWN_DATA_COMMANDS,) = [b for b in BASH_BLOCKS if OWN_DATA in b]
 (TIME_TO_ACCURACY,) = [b for b in BASH_BLOCKS if 'time_to_accuracy.py' in b]
-# Appended to each training command of that block: the same runs, a few steps long,
-# validated and tested on 4 tasks after one inner step (one evaluation to compile).
-SHORT = ' --num_steps=4 --eval_every=2 --val_tasks=4 --eval_tasks=4 --eval_inner_steps=1'
+# Appended to each training command of that block: the same runs, two steps long on
+# two tasks a step, validated once and tested on 4 tasks after one inner step.
+SHORT = (' --num_steps=2 --meta_batch_size=2 --eval_every=2 --val_tasks=4 --eval_tasks=4 '
+         '--eval_inner_steps=1')
 
 
 def run_block(code, cwd):
@@ -120,9 +121,9 @@ class DocsTest(parameterized.TestCase):
     labels = ('MAML', 'fo-MAML', 'MAML++', 'MAML-zero', 'fo-MAML-zero', 'MAML++-zero')
     rows = [line.split()[:3] for line in out.stdout.splitlines()
             if line.split()[:1] and line.split()[0] in labels]
-    self.assertEqual(rows, [[label, setting, '4'] for setting in ('5w1s', '20w1s')
+    self.assertEqual(rows, [[label, setting, '2'] for setting in ('5w1s', '20w1s')
                             for label in labels[:3]]
-                     + [[label, '20w1s', '4'] for label in labels[3:]])
+                     + [[label, '20w1s', '2'] for label in labels[3:]])
     self.assertTrue(os.path.exists(os.path.join(cwd, 'runs', 'time_to_accuracy.png')))
 
   @pytest.mark.omniglot
