@@ -323,9 +323,10 @@ def _check_parts(config: Config) -> None:
            f'episodes of varying ways need a learner whose classes come from the support set '
            f'({any_ways}); {config.algorithm} has a fixed-size head')
   if episodes.train_ways != episodes.ways and not spec.any_ways:
-    any_ways = ' and '.join(name for name, s in ALGORITHMS.items() if s.any_ways)
+    any_ways = ', '.join(name for name, s in ALGORITHMS.items() if s.any_ways)
     fail('train_ways', episodes.train_ways,
-         f'only {any_ways} can train with other ways than they test (--ways={episodes.ways}): '
+         f'only learners whose classes come from the support set ({any_ways}) can train with '
+         f'other ways than they test (--ways={episodes.ways}): '
          f'the head of {config.algorithm} has {episodes.ways} outputs')
   if data.check is not None:
     data.check(config.sections['dataset'])

@@ -24,7 +24,8 @@ SOME_VALUE = {'inner_lr': 0.05, 'inner_steps': 3, 'inner_optimizer': 'momentum',
               'backprop_steps': 1, 'imaml_lambda': 2.0, 'cg_steps': 4, 'predictor_head': 'dot',
               'finetune_head': 'cosine', 'pretrain_classes': 10, 'msl_steps': 7,
               'first_order_steps': 9, 'per_step_bn': False, 'learn_inner_lr': False,
-              'zero_head': True}
+              'zero_head': True, 'matching_fce': True, 'matching_fce_steps': 2,
+              'matching_scale': 5.0, 'r2d2_lambda': 0.5, 'r2d2_scale': 2.0}
 ALGORITHM_SETTINGS = sorted({n for s in ALGORITHMS.values() for n in settings.names(s.settings)})
 
 
@@ -172,8 +173,8 @@ class ValidationTest(parameterized.TestCase):
        'resnet12'),
       (dict(dataset='omniglot', data_source='hub'), "--data_source='hub': choose one of files"),
       (dict(dataset='omniglot', split='random'), "--split='random': choose one of vinyals"),
-      (dict(dataset='omniglot', train_ways=20), '--train_ways=20: only protonet and predictor '
-       'and finetune can train'),
+      (dict(dataset='omniglot', train_ways=20), '--train_ways=20: only learners whose classes '
+       'come from the support set (protonet, matching, r2d2, predictor, finetune) can train'),
       (dict(inner_steps=0), '--inner_steps=0: must be a positive integer'),
       (dict(meta_batch_size=6, task_chunk=4), '--task_chunk=4: --meta_batch_size=6 is not'),
       (dict(eval_inner_steps=(1, -1)), '--eval_inner_steps=1,-1: each value must be >= 0'),
