@@ -8,6 +8,9 @@ against the loop of the paper's code; derivative-order annealing switches
 from the first-order to the second-order meta-gradient at its step.
 """
 
+import glob
+import os
+
 from absl.testing import absltest
 from absl.testing import parameterized
 import chex
@@ -17,7 +20,7 @@ import numpy as np
 import optax
 import pytest
 
-from metajax import algorithms
+from metajax import algorithms, loop, rundir
 from metajax.algorithms.mamlpp import multi_step_weights
 from metajax.algorithms import ALGORITHMS
 from metajax.config import Config
@@ -25,6 +28,7 @@ from metajax.losses import cross_entropy
 from metajax.models import Conv4
 from metajax.step import create_train_state, make_meta_train_step
 from metajax.types import Split, Task
+from tests import helpers
 
 KEY = jax.random.PRNGKey(0)
 MODEL = Conv4(out=3, channels=(3, 3))
@@ -212,6 +216,30 @@ class MamlPlusPlusTest(parameterized.TestCase):
       ALGORITHMS['mamlpp'].section(msl_steps=-1)
     with self.assertRaisesRegex(ValueError, '--per_step_bn=True: --algorithm=maml does not use'):
       ALGORITHMS['maml'].section(per_step_bn=True)
+
+
+class MamlPlusPlusRunTest(absltest.TestCase):
+
+  @pytest.mark.slow
+  def test_every_piece_on_trains_on_class_folders_resumes_and_loads(self):
+    tmp = self.create_tempdir().full_path
+    data = helpers.class_folders(os.path.join(tmp, 'data'), [f'class{c}' for c in range(10)])
+    workdir = os.path.join(tmp, 'run')
+    config = lambda steps: Config(  # each phase met: multi-step, first order, second order
+        dataset=f'folders:{data}', algorithm='mamlpp', inner_steps=2, msl_steps=2,
+        first_order_steps=3, ways=2, shots=1, query=2, meta_batch_size=2, channels=4,
+        num_steps=steps, checkpoint_every=2, eval_tasks=10)
+    with absltest.mock.patch.dict(os.environ, {'METAJAX_CACHE_DIR': os.path.join(tmp, 'c')}):
+      loop.train_and_evaluate(config(2), workdir, show_progress=False)
+      result = loop.train_and_evaluate(config(4), workdir, show_progress=False)  # resumed
+      self.assertEqual((result.times['steps'], int(result.state.step)), (2, 4))
+      self.assertTrue(np.isfinite(result.records[0]['mean']))
+      learner = rundir.load_learner(workdir)
+      self.assertEqual(learner.step, 4)
+      names = result.run.source.class_names('test')[:2]
+      files = [sorted(glob.glob(os.path.join(data, n, '*.png'))) for n in names]
+      predicted = learner.predict([f[0] for f in files], names, [f[1] for f in files])
+    self.assertTrue(set(predicted) <= set(names))
 
 
 if __name__ == '__main__':

@@ -61,9 +61,10 @@ def r2d2(model: nn.Module, loss_fn: LossFn, r2d2_lambda: float = 1.0,
     model: a metajax model (its `embed` is the feature extractor; the head
       is not used).
     loss_fn: `(logits, labels) -> scalar`, softmax cross-entropy.
-    r2d2_lambda: the initial ridge lambda (theta['ridge']['log_lambda']).
-    r2d2_scale: the initial scale of the logits (theta['ridge']['log_scale']);
-      the bias starts at 0.
+    r2d2_lambda: the initial ridge lambda (its log is the learned parameter
+      `log_lambda` of `theta`'s `ridge` entry).
+    r2d2_scale: the initial scale of the logits (learned as `log_scale`); the
+      bias starts at 0.
 
   Returns:
     A `MetaLearner` with no inner loop (`adapts=False`) that classifies any
