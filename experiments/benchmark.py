@@ -11,12 +11,18 @@ sampled before timing, so the figure is the compiled step alone.
   python experiments/benchmark.py --compare=learn2learn --synthetic_data ...
   python experiments/benchmark.py --synthetic_data --dataset=omniglot --ways=5 --shots=1 \
       --query=15 --meta_batch_size=32 --inner_lr=0.4 --windows=3 --window_steps=3
+
+`--algorithms=maml,protonet,relation` times several algorithms under the same
+flags, one child process each (so that each peak memory is its own), and
+prints each one's JSON line, then a table. Learners that take any number of
+ways train on the episodes they are tested on (`--train_ways` = `--ways`).
 """
 
 import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import time
 
@@ -30,6 +36,7 @@ import numpy as np
 from metajax import cli
 from metajax import hooks
 from metajax import run as run_lib
+from metajax.algorithms import ALGORITHMS
 from metajax.types import Split, Task
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -44,6 +51,8 @@ flags.DEFINE_enum('compare', '', ['', 'learn2learn'],
                   'alternating windows with metajax\'s, in a child process')
 flags.DEFINE_integer('windows', 5, 'timed windows')
 flags.DEFINE_integer('window_steps', 200, 'meta-steps per window')
+flags.DEFINE_list('algorithms', [], 'time each of these algorithms (comma-separated) in a child '
+                  'process under the same flags and print a table (instead of --algorithm)')
 FLAGS = flags.FLAGS
 
 
@@ -95,9 +104,37 @@ def _run_window(step_fn, state, batches, clock, compiled):
   return state
 
 
+def compare_algorithms(names: list[str]) -> None:
+  """Runs this script once per algorithm in `names`; prints each JSON line, then a table."""
+  unknown = [n for n in names if n not in ALGORITHMS]
+  if unknown:
+    sys.exit(f'error: --algorithms: no algorithm {", ".join(unknown)} (choose from '
+             f'{", ".join(ALGORITHMS)})')
+  same = [a for a in sys.argv[1:] if not a.startswith(('--algorithms', '--algorithm='))]
+  rows = []
+  for name in names:
+    ways = [f'--train_ways={FLAGS.ways}'] if ALGORITHMS[name].any_ways and FLAGS.ways else []
+    child = subprocess.run([sys.executable, os.path.abspath(__file__), *same,
+                            f'--algorithm={name}', *ways], capture_output=True, text=True,
+                           check=False)
+    if child.returncode:
+      sys.exit(f'error: --algorithm={name}: {child.stderr.strip().splitlines()[-1]}')
+    line = child.stdout.strip().splitlines()[-1]
+    print(line, flush=True)
+    rows.append(json.loads(line))
+  print(f'{"algorithm":<10} {"steps/s":>8} {"tasks/s":>8} {"compile s":>9} {"peak MB":>8} '
+        f'{"step temp MB":>12}')
+  for r in rows:
+    print(f'{r["algorithm"]:<10} {r["steps_per_s"]:>8.2f} {r["tasks_per_s"]:>8.1f} '
+          f'{r["compile_s"]:>9.1f} {r["peak_rss_mb"]:>8.0f} {r["step_temp_mb"]:>12.1f}')
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
+  if FLAGS.algorithms:
+    compare_algorithms(FLAGS.algorithms)
+    return
   config = cli.config_or_exit(FLAGS)
   try:
     if FLAGS.synthetic_data:

@@ -129,15 +129,32 @@ def _owners(name: str) -> list[str]:
   return found
 
 
+def _with_data_dir(section, dspec):
+  """The dataset's section with the folder it reads written out (config.json records it).
+
+  A given folder is made absolute; an unset one is the dataset's default folder.
+  """
+  if 'data_dir' not in section.__dataclass_fields__:
+    return section
+  folder = section.data_dir
+  if folder is None and dspec.default_data_dir is not None:
+    folder = dspec.default_data_dir(section)
+  if folder is None:
+    return section
+  return section.replace(data_dir=os.path.abspath(os.path.expanduser(folder)))
+
+
 class Config:
   """One run's settings, resolved: the chosen parts and a section of settings for each.
 
   `Config(**given)` takes settings by their flag names; `config.NAME` reads a
   setting of any of its sections; `config.sections` holds them by section
-  ('run', 'episodes', 'algorithm', 'dataset', 'model').
+  ('run', 'episodes', 'algorithm', 'dataset', 'model'). It is resolved (the
+  data folder written out) and validated when built, so a run only reads it.
 
   Raises:
-    ValueError: naming the setting, for one that the chosen parts do not use.
+    ValueError: naming the setting, for one that the chosen parts do not use
+      or a value out of its limits.
   """
 
   def __init__(self, algorithm: str = 'maml', dataset: str = 'sinusoid',
@@ -179,6 +196,8 @@ class Config:
       built = settings_lib.build(cls, {k: v for k, v in values.items()
                                        if k in settings_lib.names(cls)})
       self.sections[section] = built.resolved() if hasattr(built, 'resolved') else built
+    self.sections['dataset'] = _with_data_dir(self.sections['dataset'], dspec)
+    self.validate()
 
   # What the parts are.
   @property

@@ -113,9 +113,12 @@ class LogMetrics:
   """
 
   def __init__(self, every: int, last: int, writer, clock: Clock, check=None, progress=None,
-               learning_rate=None):
+               learning_rate=None, unconverged=None):
     self.every, self.last, self.writer, self.clock = every, last, writer, clock
     self.check, self.progress, self.window = check, progress, []
+    # `unconverged(step, fraction of tasks, mean residual)`: called for each step of
+    # the window whose per-task solves (`solver_unconverged`) did not all converge.
+    self.unconverged = unconverged
     # TensorBoard also gets the meta learning rate (a float or an optax schedule of
     # the step) and the steps/s of each window.
     self.learning_rate, self.window_start = learning_rate, None
@@ -127,6 +130,12 @@ class LogMetrics:
     if self.check is not None:
       self.check(state)
     mean = jax.device_get(jax.tree.map(lambda *v: jnp.mean(jnp.stack(v)), *self.window))
+    if self.unconverged is not None and mean.get('solver_unconverged', 0) > 0:
+      first = done - len(self.window) + 1
+      for i, m in enumerate(jax.device_get(self.window)):
+        if m['solver_unconverged'] > 0:
+          self.unconverged(first + i, float(m['solver_unconverged']),
+                           float(m['solver_residual']))
     count, self.window = len(self.window), []
     if self.writer is not None:
       self.writer.write(done, {**mean, 'time_s': self.clock.time_s(), 'steps_averaged': count})

@@ -30,7 +30,12 @@ checkpointing, evaluation) is written once in `metajax.step`, `metajax.loop` and
   loss and derivative order) sets `takes_step`: its `outer_loss` then takes a
   fourth argument, the meta-steps completed so far (an int32 scalar).
 - `aux` always holds exactly `AUX_KEYS`: the query loss after adaptation and
-  the support loss before it (for `batch_loss`, both are the batch loss).
+  the support loss before it (for `batch_loss`, both are the batch loss). A
+  learner whose `adapt` solves an optimisation problem per task (MetaOptNet's
+  QP) also reports `SOLVER_KEYS`: the solver's iterations, its final residual
+  and 1 where it stopped at its iteration limit unconverged (0 otherwise); the
+  meta-step averages them over tasks and the training loop warns, naming the
+  step, when some task's solve did not converge.
 """
 
 from typing import Callable, NamedTuple, Optional
@@ -38,6 +43,7 @@ from typing import Callable, NamedTuple, Optional
 from metajax.types import Array, Metrics, Params, PRNGKey, Split, Task
 
 AUX_KEYS = ('query_loss', 'support_loss_before')
+SOLVER_KEYS = ('solver_iterations', 'solver_residual', 'solver_unconverged')
 
 
 class Adapted(NamedTuple):

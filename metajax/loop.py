@@ -117,7 +117,6 @@ def train_and_evaluate(config: Config, workdir: str, show_progress: bool = True)
     rundir.RunDirectoryBusyError: another live process is writing to `workdir`.
     step.NonFiniteMetaGradientError: a meta-gradient was not finite.
   """
-  config.validate()
   rundir.make_workdir(workdir, create=False)
   parallel.initialize(config.coordinator_address, config.num_processes, config.process_id)
   primary = jax.process_index() == 0  # the one process that writes files and logs
@@ -177,7 +176,8 @@ def _train(run: Run, workdir: str, show_progress: bool, primary: bool, share) ->
   check = lambda state: _check_finite(state, checkpointer)
   stop = interrupts.Graceful(announce=talk)
   log = hooks.LogMetrics(config.log_every, last, writer, clock, check,
-                         learning_rate=optimizers.learning_rate(config.sections['run']))
+                         learning_rate=optimizers.learning_rate(config.sections['run']),
+                         unconverged=_warn_unconverged(config) if primary else None)
   after_step = [log]
   if best is not None:
     after_step.append(hooks.Validate(
@@ -260,6 +260,21 @@ def _train(run: Run, workdir: str, show_progress: bool, primary: bool, share) ->
   if clock.compiles:
     times['compiles'] = clock.compiles
   return RunResult(run, workdir, state, records, times)
+
+
+def _warn_unconverged(config: Config):
+  """A warning, naming the step and the solver's settings, for a solve that did not converge."""
+  limits = ' or '.join(f'--{n}={config.get(n)}' for n in config.spec.solver_settings)
+
+  def warn(step: int, fraction: float, residual: float) -> None:
+    tasks = round(fraction * config.meta_batch_size)
+    progress_lib.say(
+        f'warning: step {step}: the {config.algorithm} solve of {tasks} of '
+        f'{config.meta_batch_size} tasks stopped at its iteration limit unconverged (mean '
+        f'residual {residual:.2g}), so that step\'s meta-gradient is approximate; raise '
+        f'{limits or "its limits"}')
+
+  return warn
 
 
 def _placer(mesh, share, meta_batch_size: int):

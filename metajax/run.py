@@ -7,7 +7,6 @@ jit the step" is written once.
 """
 
 import dataclasses
-import os
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -154,24 +153,10 @@ class Run:
                               eval_query=config.eval_query, **changes)
     if eval_inner_steps is not None:
       config = config.replace(eval_inner_steps=tuple(eval_inner_steps))
-    config = config.validate()
     source = self.source
     if changes or source is None:
-      config = with_data_dir(config)
       source = make_source(config, show_progress)
     return dataclasses.replace(self, config=config, source=source)
-
-
-def with_data_dir(config: Config) -> Config:
-  """`config` with the data folder it reads written out (config.json records it)."""
-  if not config.has('data_dir'):
-    return config
-  if config.data_dir is not None:
-    folder = os.path.abspath(os.path.expanduser(config.data_dir))
-    return config if folder == config.data_dir else config.replace(data_dir=folder)
-  default = config.data.default_data_dir
-  folder = default(config.sections['dataset']) if default is not None else None
-  return config if folder is None else config.replace(data_dir=os.path.abspath(folder))
 
 
 def make_source(config: Config, show_progress: bool = True):
@@ -188,13 +173,12 @@ def build_run(config: Config, *, data: bool = True, show_progress: bool = True) 
       settings that come from the data must then be set).
     show_progress: progress bars while the data loads.
   """
-  config = with_data_dir(config.validate())
   source = make_source(config, show_progress) if data else None
   from_data = {**config.spec.from_data, **config.data.from_data}
   missing = {name: getattr(source, attribute) for name, attribute in from_data.items()
              if config.get(name) is None and source is not None
              and getattr(source, attribute, None) is not None}
-  config = config.replace(**missing).validate() if missing else config
+  config = config.replace(**missing) if missing else config
   unset = [name for name in config.spec.from_data if config.get(name) is None]
   if unset:
     raise ValueError(f'--{unset[0]} comes from the data; set it to build without data')

@@ -5,19 +5,24 @@ functions that tests call directly. No test module imports another.
 """
 
 import csv
+import glob
 import os
 import pickle
 import subprocess
 import sys
+from unittest import mock
 import zipfile
 
+from absl.testing import parameterized
 import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from metajax import loop, rundir
 from metajax import settings as settings_lib
 from metajax.algorithms import ALGORITHMS
+from metajax.config import Config
 from metajax.data import omniglot
 from metajax.data.sinusoid import SinusoidFamily
 from metajax.losses import mse
@@ -185,3 +190,59 @@ def class_folders(root, names, per_class=6, seed=0):
       pixels = np.clip(level + rng.integers(-20, 21, size=(10, 12)), 0, 255).astype(np.uint8)
       Image.fromarray(pixels).save(os.path.join(root, name, f'{i}.png'))
   return root
+
+
+class Float64TestCase(parameterized.TestCase):
+  """A test case whose tests run with `jax_enable_x64` (float64 gradient checks)."""
+
+  def setUp(self):
+    super().setUp()
+    jax.config.update('jax_enable_x64', True)
+
+  def tearDown(self):
+    jax.config.update('jax_enable_x64', False)
+    super().tearDown()
+
+
+def check_gradient(loss, theta, seed=0, eps=1e-6, rtol=1e-7):
+  """`jax.grad(loss)(theta)` against central differences of `loss` along a random direction.
+
+  Run in float64 (`Float64TestCase`). Returns the gradient, for further checks.
+  """
+  grads = jax.grad(loss)(theta)
+  leaves, tree = jax.tree.flatten(theta)
+  rng = np.random.default_rng(seed)
+  direction = tree.unflatten([jnp.asarray(rng.normal(size=np.shape(v))) for v in leaves])
+  shifted = lambda sign: jax.tree.map(lambda v, u: v + sign * eps * u, theta, direction)
+  numeric = (loss(shifted(1)) - loss(shifted(-1))) / (2 * eps)
+  analytic = sum(jnp.vdot(g, u) for g, u in zip(jax.tree.leaves(grads),
+                                                jax.tree.leaves(direction)))
+  np.testing.assert_allclose(analytic, numeric, rtol=rtol)
+  return grads
+
+
+def check_folders_run(test, algorithm: str, **settings):
+  """`algorithm` trains 2 steps on tiny class folders, resumes to 4, evaluates and predicts files.
+
+  The 2-way 1-shot run's learner, loaded from its run directory by
+  `load_learner`, names one of the support's classes for each query file.
+  """
+  tmp = test.create_tempdir().full_path
+  data = class_folders(os.path.join(tmp, 'data'), [f'class{c}' for c in range(10)])
+  workdir = os.path.join(tmp, 'run')
+  config = lambda steps: Config(dataset=f'folders:{data}', algorithm=algorithm, ways=2,
+                                shots=1, query=2, meta_batch_size=2, channels=4,
+                                num_steps=steps, checkpoint_every=2, eval_tasks=10, **settings)
+  with mock.patch.dict(os.environ, {'METAJAX_CACHE_DIR': os.path.join(tmp, 'cache')}):
+    loop.train_and_evaluate(config(2), workdir, show_progress=False)
+    result = loop.train_and_evaluate(config(4), workdir, show_progress=False)  # resumed
+    test.assertEqual((result.times['steps'], int(result.state.step)), (2, 4))
+    (record,) = result.records
+    test.assertEqual((record['algorithm'], record['num_tasks']), (algorithm, 10))
+    learner = rundir.load_learner(workdir)
+    test.assertEqual(learner.step, 4)
+    names = result.run.source.class_names('test')[:2]
+    files = [sorted(glob.glob(os.path.join(data, n, '*.png'))) for n in names]
+    predicted = learner.predict([f[0] for f in files], names, [f[1] for f in files])
+  test.assertEqual(len(predicted), 2)
+  test.assertTrue(set(predicted) <= set(names))

@@ -1,8 +1,5 @@
 """Matching Networks: the attention against an independent computation, float64 gradients."""
 
-import glob
-import os
-from unittest import mock
 
 from absl.testing import absltest, parameterized
 import jax
@@ -10,10 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metajax import loop, rundir
 from metajax.algorithms import ALGORITHMS
 from metajax.algorithms.matching import matching_logits
-from metajax.config import Config
 from metajax.losses import cross_entropy
 from metajax.models import MLP
 from metajax.types import Split, Task
@@ -29,15 +24,7 @@ def task(ways=3, shots=2, query=2, dim=5, seed=0, dtype=np.float64):
   return Task(split(shots), split(query))
 
 
-class MatchingTest(parameterized.TestCase):
-
-  def setUp(self):
-    super().setUp()
-    jax.config.update('jax_enable_x64', True)
-
-  def tearDown(self):
-    jax.config.update('jax_enable_x64', False)
-    super().tearDown()
+class MatchingTest(helpers.Float64TestCase):
 
   def test_logits_are_the_log_attention_each_class_receives(self):
     rng = np.random.default_rng(1)
@@ -65,17 +52,7 @@ class MatchingTest(parameterized.TestCase):
     t = task()
     theta = jax.tree.map(lambda v: v.astype(jnp.float64), learner.init(KEY, t))
     self.assertEqual('fce' in theta, fce)
-    loss = lambda th: learner.outer_loss(th, t, KEY)[0]
-    grads = jax.grad(loss)(theta)
-    leaves, tree = jax.tree.flatten(theta)
-    rng = np.random.default_rng(2)
-    direction = tree.unflatten([jnp.asarray(rng.normal(size=v.shape)) for v in leaves])
-    eps = 1e-6
-    shifted = lambda sign: jax.tree.map(lambda v, d: v + sign * eps * d, theta, direction)
-    numeric = (loss(shifted(1)) - loss(shifted(-1))) / (2 * eps)
-    analytic = sum(jnp.vdot(g, d) for g, d in zip(jax.tree.leaves(grads),
-                                                  jax.tree.leaves(direction)))
-    np.testing.assert_allclose(analytic, numeric, rtol=1e-7)
+    helpers.check_gradient(lambda th: learner.outer_loss(th, t, KEY)[0], theta, seed=2)
 
   def test_padding_the_support_set_changes_nothing(self):
     learner = ALGORITHMS['matching'].learner(MLP(hidden=(6,), out=3), cross_entropy,
@@ -108,25 +85,7 @@ class MatchingRunTest(absltest.TestCase):
 
   @pytest.mark.slow
   def test_trains_on_class_folders_resumes_and_predicts_files(self):
-    tmp = self.create_tempdir().full_path
-    data = helpers.class_folders(os.path.join(tmp, 'data'), [f'class{c}' for c in range(10)])
-    workdir = os.path.join(tmp, 'run')
-    config = lambda steps: Config(dataset=f'folders:{data}', algorithm='matching',
-                                  matching_fce=True, matching_fce_steps=1, ways=2, shots=1,
-                                  query=2, meta_batch_size=2, channels=4, num_steps=steps,
-                                  checkpoint_every=2, eval_tasks=10)
-    with mock.patch.dict(os.environ, {'METAJAX_CACHE_DIR': os.path.join(tmp, 'cache')}):
-      loop.train_and_evaluate(config(2), workdir, show_progress=False)
-      result = loop.train_and_evaluate(config(4), workdir, show_progress=False)  # resumed
-      self.assertEqual((result.times['steps'], int(result.state.step)), (2, 4))
-      (record,) = result.records
-      self.assertEqual((record['algorithm'], record['num_tasks']), ('matching', 10))
-      learner = rundir.load_learner(workdir)
-      names = result.run.source.class_names('test')[:2]
-      files = [sorted(glob.glob(os.path.join(data, n, '*.png'))) for n in names]
-      predicted = learner.predict([f[0] for f in files], names, [f[1] for f in files])
-    self.assertEqual(len(predicted), 2)
-    self.assertTrue(set(predicted) <= set(names))
+    helpers.check_folders_run(self, 'matching', matching_fce=True, matching_fce_steps=1)
 
 
 if __name__ == '__main__':

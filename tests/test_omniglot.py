@@ -134,7 +134,6 @@ class OfflineTest(parameterized.TestCase):
 
   @pytest.mark.omniglot
   def test_a_run_downloads_into_the_default_folder_it_records(self):
-    from metajax import run as run_lib  # pylint: disable=g-import-not-at-top
     from metajax.config import Config  # pylint: disable=g-import-not-at-top
     tmp = self.create_tempdir().full_path
     served = helpers.make_subset(helpers.OMNIGLOT_DIR, os.path.join(tmp, 'served'), alphabets=1)
@@ -142,7 +141,7 @@ class OfflineTest(parameterized.TestCase):
     with _serving(served) as url, absltest.mock.patch.dict(
         os.environ, {'HOME': home, omniglot_download.ENV_URL: url}):
       os.environ.pop(omniglot.ENV_DATA_DIR, None)
-      config = run_lib.with_data_dir(Config(dataset='omniglot').resolve())
+      config = Config(dataset='omniglot')
       default = os.path.join(home, '.cache', 'metajax', 'omniglot')
       self.assertEqual(config.data_dir, default)  # what config.json records
       data = omniglot.load(config.data_dir, show_progress=False)  # as make_source calls it

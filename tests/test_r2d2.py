@@ -4,25 +4,19 @@ from absl.testing import absltest, parameterized
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from metajax.algorithms import ALGORITHMS
 from metajax.algorithms.r2d2 import ridge_head
 from metajax.losses import cross_entropy
 from metajax.models import MLP
 from metajax.types import Split, Task
+from tests import helpers
 
 KEY = jax.random.PRNGKey(0)
 
 
-class R2D2Test(parameterized.TestCase):
-
-  def setUp(self):
-    super().setUp()
-    jax.config.update('jax_enable_x64', True)
-
-  def tearDown(self):
-    jax.config.update('jax_enable_x64', False)
-    super().tearDown()
+class R2D2Test(helpers.Float64TestCase):
 
   @parameterized.parameters((6, 4), (6, 10))  # fewer and more features than examples
   def test_dual_solution_equals_the_primal_solve(self, n, d):
@@ -48,23 +42,21 @@ class R2D2Test(parameterized.TestCase):
     task = Task(split(2), split(3))
     theta = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), learner.init(KEY, task))
     self.assertEqual(set(theta['ridge']), {'log_lambda', 'log_scale', 'bias'})
-    loss = lambda th: learner.outer_loss(th, task, KEY)[0]
-    grads = jax.grad(loss)(theta)
+    grads = helpers.check_gradient(lambda th: learner.outer_loss(th, task, KEY)[0], theta, seed=1)
     self.assertNotEqual(float(grads['ridge']['log_lambda']), 0.0)  # lambda is learned
-    leaves, tree = jax.tree.flatten(theta)
-    direction = tree.unflatten([jnp.asarray(rng.normal(size=np.shape(v))) for v in leaves])
-    eps = 1e-6
-    shifted = lambda sign: jax.tree.map(lambda v, u: v + sign * eps * u, theta, direction)
-    numeric = (loss(shifted(1)) - loss(shifted(-1))) / (2 * eps)
-    analytic = sum(jnp.vdot(g, u) for g, u in zip(jax.tree.leaves(grads),
-                                                  jax.tree.leaves(direction)))
-    np.testing.assert_allclose(analytic, numeric, rtol=1e-7)
 
   def test_settings_out_of_range_name_the_flag(self):
     with self.assertRaisesRegex(ValueError, r'^--r2d2_lambda=-1.0: must be > 0'):
       ALGORITHMS['r2d2'].section(r2d2_lambda=-1.0)
     with self.assertRaisesRegex(ValueError, r'^--r2d2_scale=0.0: must be > 0'):
       ALGORITHMS['r2d2'].section(r2d2_scale=0.0)
+
+
+class R2D2RunTest(absltest.TestCase):
+
+  @pytest.mark.slow
+  def test_trains_on_class_folders_resumes_and_predicts_files(self):
+    helpers.check_folders_run(self, 'r2d2')
 
 
 if __name__ == '__main__':

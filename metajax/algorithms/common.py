@@ -132,10 +132,57 @@ def query_loss_learner(name: str, model: nn.Module, loss_fn: LossFn, adapt,
   def outer_loss(theta: Params, task: Task, rng: PRNGKey):
     adapted = adapt(theta, task.support, rng)
     loss = query_loss(loss_fn, apply, theta, adapted.params, task.query)
-    return loss, {'query_loss': loss, 'support_loss_before': adapted.support_losses[0]}
+    return loss, {'query_loss': loss, 'support_loss_before': adapted.support_losses[0],
+                  **solver_metrics(adapted.params)}
 
   return MetaLearner(name=name, init=init or functools.partial(init_model, model),
                      adapt=adapt, apply=apply, outer_loss=outer_loss)
+
+
+def init_embedding(model: nn.Module, rng: PRNGKey, example_task: Task) -> Params:
+  """`{'model': variables}` of `model.embed` (its head is not initialised)."""
+  return {'model': model.init(rng, example_task.support.x, method='embed')}
+
+
+def embedding_learner(name: str, model: nn.Module, loss_fn: LossFn, fit, logits,
+                      init=None) -> MetaLearner:
+  """A learner with no inner loop that classifies the embeddings `model.embed(x)`.
+
+  ProtoNets, Matching Nets, Relation Nets and R2D2 differ only in what they
+  read from the support set's embeddings and how they score a query's:
+
+    fit(theta, features, labels, mask) -> phi   # prototypes, a solved head, the support
+    logits(theta, phi, features) -> [B, S]      # scores of classes 0..S-1
+
+  `adapt` embeds the support set and fits phi (its loss is `loss_fn` of the
+  support's own scores); `apply` scores query inputs. `init(rng, example_task)`
+  makes theta (default: `init_embedding`). The learner takes any number of ways.
+  """
+
+  def embed(theta, x, mask=None):
+    return run_model(model, theta['model'], x, mask, 'embed')
+
+  def adapt(theta, support: Split, rng, num_steps=None) -> Adapted:
+    del rng, num_steps
+    features = embed(theta, support.x, support.mask)
+    phi = fit(theta, features, support.y, support.mask)
+    loss = losses.masked_mean(loss_fn, logits(theta, phi, features), support.y, support.mask)
+    return Adapted(phi, loss[None])
+
+  def apply(theta, phi, x, mask=None):
+    return logits(theta, phi, embed(theta, x, mask))
+
+  return query_loss_learner(name, model, loss_fn, adapt,
+                            init=init or functools.partial(init_embedding, model),
+                            apply=apply)._replace(adapts=False, any_ways=True)
+
+
+def solver_metrics(phi: Params) -> dict[str, Array]:
+  """`SOLVER_KEYS` from phi['solver'], where `adapt` solves a problem per task (else none)."""
+  inner = phi.get('phi', phi) if isinstance(phi, dict) else phi  # under support statistics
+  solver = inner.get('solver') if isinstance(inner, dict) else None
+  return {} if solver is None else {f'solver_{k}': solver[k] for k in
+                                    ('iterations', 'residual', 'unconverged')}
 
 
 def query_loss(loss_fn: LossFn, apply, theta: Params, phi: Params, query: Split) -> Array:

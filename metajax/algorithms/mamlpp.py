@@ -37,7 +37,6 @@ training reuses the last step's rates and batch-norm parameters.
 """
 
 import dataclasses
-from typing import Any
 
 import flax.linen as nn
 from flax import traverse_util

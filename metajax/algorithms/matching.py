@@ -24,13 +24,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from metajax import losses
 from metajax import settings as settings_lib
 from metajax.algorithms import common
 from metajax.algorithms.registry import AlgorithmSpec, register
-from metajax.learner import Adapted, MetaLearner
+from metajax.learner import MetaLearner
 from metajax.settings import setting
-from metajax.types import Array, LossFn, Params, PRNGKey, Split, Task
+from metajax.types import Array, LossFn, Params, PRNGKey, Task
 
 
 def matching_logits(query_features: Array, support_features: Array, support_labels: Array,
@@ -109,16 +108,17 @@ def matching(model: nn.Module, loss_fn: LossFn, matching_fce: bool = False,
   """
   context = FullContext(matching_fce_steps) if matching_fce else None
 
-  def embed(theta, x, mask=None):
-    return common.run_model(model, theta['model'], x, mask, 'embed')
-
   def init(rng: PRNGKey, example_task: Task) -> Params:
     model_rng, fce_rng = jax.random.split(rng)
-    theta = {'model': model.init(model_rng, example_task.support.x, method='embed')}
+    theta = common.init_embedding(model, model_rng, example_task)
     if context is not None:
       features = model.apply(theta['model'], example_task.support.x, method='embed')
       theta['fce'] = context.init(fce_rng, features, features)
     return theta
+
+  def fit(theta, features, labels, mask):
+    del theta
+    return {'features': features, 'labels': labels, 'mask': mask}
 
   def logits(theta, phi, query_features):
     support, mask = phi['features'], phi['mask']
@@ -127,19 +127,7 @@ def matching(model: nn.Module, loss_fn: LossFn, matching_fce: bool = False,
       support, query_features = context.apply(theta['fce'], support, query_features, lengths)
     return matching_logits(query_features, support, phi['labels'], matching_scale, mask)
 
-  def adapt(theta, support: Split, rng, num_steps=None) -> Adapted:
-    del rng, num_steps
-    phi = {'features': embed(theta, support.x, support.mask), 'labels': support.y,
-           'mask': support.mask}
-    loss = losses.masked_mean(loss_fn, logits(theta, phi, phi['features']), support.y,
-                              support.mask)
-    return Adapted(phi, loss[None])
-
-  def apply(theta, phi, x, mask=None):
-    return logits(theta, phi, embed(theta, x, mask))
-
-  return common.query_loss_learner('matching', model, loss_fn, adapt, init=init,
-                                   apply=apply)._replace(adapts=False, any_ways=True)
+  return common.embedding_learner('matching', model, loss_fn, fit, logits, init=init)
 
 
 register(AlgorithmSpec(

@@ -11,11 +11,10 @@ References:
 
 import flax.linen as nn
 
-from metajax import losses
 from metajax.algorithms import common
 from metajax.algorithms.registry import AlgorithmSpec, register
-from metajax.learner import Adapted, MetaLearner
-from metajax.types import Array, LossFn, Params, PRNGKey, Split, Task
+from metajax.learner import MetaLearner
+from metajax.types import Array, LossFn
 
 
 def prototype_logits(support_features: Array, support_labels: Array,
@@ -44,32 +43,17 @@ def protonet(model: nn.Module, loss_fn: LossFn) -> MetaLearner:
     prototypes, phi = {'prototypes': [S, d], 'counts': [S]}.
   """
 
-  def embed(theta, x, mask=None):
-    return common.run_model(model, theta['model'], x, mask, 'embed')
-
-  def init(rng: PRNGKey, example_task: Task) -> Params:
-    return {'model': model.init(rng, example_task.support.x, method='embed')}
-
-  def prototypes(features, labels, mask):
+  def fit(theta, features, labels, mask):
+    del theta
     means, counts = common.class_means(features, labels, mask)
     return {'prototypes': means, 'counts': counts}
 
-  def logits(phi, features):
+  def logits(theta, phi, features):
+    del theta
     return common.mask_absent(common.squared_distance_logits(features, phi['prototypes']),
                               phi['counts'])
 
-  def adapt(theta, support: Split, rng, num_steps=None) -> Adapted:
-    del rng, num_steps
-    features = embed(theta, support.x, support.mask)
-    phi = prototypes(features, support.y, support.mask)
-    loss = losses.masked_mean(loss_fn, logits(phi, features), support.y, support.mask)
-    return Adapted(phi, loss[None])
-
-  def apply(theta, phi, x, mask=None):
-    return logits(phi, embed(theta, x, mask))
-
-  return common.query_loss_learner('protonet', model, loss_fn, adapt, init=init,
-                                   apply=apply)._replace(adapts=False, any_ways=True)
+  return common.embedding_learner('protonet', model, loss_fn, fit, logits)
 
 
 register(AlgorithmSpec(

@@ -21,13 +21,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from metajax import losses
 from metajax import settings as settings_lib
 from metajax.algorithms import common
 from metajax.algorithms.registry import AlgorithmSpec, register
-from metajax.learner import Adapted, MetaLearner
+from metajax.learner import MetaLearner
 from metajax.settings import setting
-from metajax.types import Array, LossFn, Params, PRNGKey, Split, Task
+from metajax.types import Array, LossFn, Params, PRNGKey, Task
 
 
 def ridge_head(features: Array, labels: Array, lam, mask: Optional[Array] = None) -> Array:
@@ -74,16 +73,13 @@ def r2d2(model: nn.Module, loss_fn: LossFn, r2d2_lambda: float = 1.0,
     if not value > 0:
       settings_lib.fail(name, value, 'must be > 0')
 
-  def embed(theta, x, mask=None):
-    return common.run_model(model, theta['model'], x, mask, 'embed')
-
   def init(rng: PRNGKey, example_task: Task) -> Params:
-    return {'model': model.init(rng, example_task.support.x, method='embed'),
+    return {**common.init_embedding(model, rng, example_task),
             'ridge': {'log_lambda': jnp.log(jnp.float32(r2d2_lambda)),
                       'log_scale': jnp.log(jnp.float32(r2d2_scale)),
                       'bias': jnp.zeros((), jnp.float32)}}
 
-  def head(theta, features, labels, mask):
+  def fit(theta, features, labels, mask):
     lam = jnp.exp(theta['ridge']['log_lambda']).astype(features.dtype)
     counts = jax.nn.one_hot(labels, features.shape[0], dtype=features.dtype)
     if mask is not None:
@@ -95,18 +91,7 @@ def r2d2(model: nn.Module, loss_fn: LossFn, r2d2_lambda: float = 1.0,
     out = jnp.exp(ridge['log_scale']) * (features @ phi['head']) + ridge['bias']
     return common.mask_absent(out.astype(features.dtype), phi['counts'])
 
-  def adapt(theta, support: Split, rng, num_steps=None) -> Adapted:
-    del rng, num_steps
-    features = embed(theta, support.x, support.mask)
-    phi = head(theta, features, support.y, support.mask)
-    loss = losses.masked_mean(loss_fn, logits(theta, phi, features), support.y, support.mask)
-    return Adapted(phi, loss[None])
-
-  def apply(theta, phi, x, mask=None):
-    return logits(theta, phi, embed(theta, x, mask))
-
-  return common.query_loss_learner('r2d2', model, loss_fn, adapt, init=init,
-                                   apply=apply)._replace(adapts=False, any_ways=True)
+  return common.embedding_learner('r2d2', model, loss_fn, fit, logits, init=init)
 
 
 register(AlgorithmSpec(

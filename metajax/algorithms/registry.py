@@ -82,6 +82,8 @@ class AlgorithmSpec:
     any_ways: one learner classifies N-way tasks for any N.
     check: `(settings) -> None`, raising ValueError for settings that do not
       go together.
+    solver_settings: the settings that limit a per-task solver (named by the
+      training loop's warning when a solve stops unconverged).
   """
   name: str
   summary: str
@@ -93,6 +95,7 @@ class AlgorithmSpec:
   tasks: tuple[str, ...] = ('regression', 'classification')
   any_ways: bool = False
   check: Optional[Callable[[Any], None]] = None
+  solver_settings: tuple[str, ...] = ()
 
   def section(self, dataset: Optional[str] = None, **values):
     """Its settings section, validated: its defaults (on `dataset` where they differ), then `values`.
