@@ -197,22 +197,17 @@ class Config:
                                        if k in settings_lib.names(cls)})
       self.sections[section] = built.resolved() if hasattr(built, 'resolved') else built
     self.sections['dataset'] = _with_data_dir(self.sections['dataset'], dspec)
+    # What the parts are: the algorithm's `AlgorithmSpec`, the dataset's
+    # `DatasetSpec`, the model's `ModelSpec`.
+    self.spec, self.data, self.model_spec = aspec, dspec, mspec
+    # Every setting, resolved, as a plain attribute (`config.NAME`).
+    for section in self.sections.values():
+      for name in section.__dataclass_fields__:
+        self.__dict__[name] = getattr(section, name)
+    run = self.sections['run']
+    # The episodes that the data sources are asked for.
+    self.episode_spec = EpisodeSpec.of(self.sections['episodes'], run.meta_batch_size, run.seed)
     self.validate()
-
-  # What the parts are.
-  @property
-  def spec(self):
-    """The algorithm's `AlgorithmSpec`."""
-    return ALGORITHMS[self.algorithm]
-
-  @property
-  def data(self):
-    """The dataset's `DatasetSpec`."""
-    return data_registry.get(self.dataset)
-
-  @property
-  def model_spec(self):
-    return MODELS[self.model]
 
   def __getattr__(self, name: str) -> Any:
     if name.startswith('__') or 'sections' not in self.__dict__:
@@ -232,11 +227,6 @@ class Config:
 
   def has(self, name: str) -> bool:
     return any(name in s.__dataclass_fields__ for s in self.sections.values())
-
-  def episode_spec(self) -> EpisodeSpec:
-    """The episodes that the data sources are asked for."""
-    run = self.sections['run']
-    return EpisodeSpec.of(self.sections['episodes'], run.meta_batch_size, run.seed)
 
   # Changes.
   def replace(self, **changes) -> 'Config':

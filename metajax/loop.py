@@ -264,7 +264,7 @@ def _train(run: Run, workdir: str, show_progress: bool, primary: bool, share) ->
 
 def _warn_unconverged(config: Config):
   """A warning, naming the step and the solver's settings, for a solve that did not converge."""
-  limits = ' or '.join(f'--{n}={config.get(n)}' for n in config.spec.solver_settings)
+  limits = ' or '.join(f'--{n}={getattr(config, n)}' for n in config.spec.solver_settings)
 
   def warn(step: int, fraction: float, residual: float) -> None:
     tasks = round(fraction * config.meta_batch_size)

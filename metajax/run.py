@@ -161,7 +161,7 @@ class Run:
 
 def make_source(config: Config, show_progress: bool = True):
   """The task source of `config`: its dataset's settings and the episodes it asks for."""
-  return config.data.make_source(config.sections['dataset'], config.episode_spec(), show_progress)
+  return config.data.make_source(config.sections['dataset'], config.episode_spec, show_progress)
 
 
 def build_run(config: Config, *, data: bool = True, show_progress: bool = True) -> Run:

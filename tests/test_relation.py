@@ -35,12 +35,13 @@ def learner(**settings):
 class RelationTest(helpers.Float64TestCase):
 
   def test_scores_are_the_relation_module_on_query_and_class_sum_pairs(self):
-    relation = learner(relation_hidden=4)
+    relation = learner(relation_channels=7, relation_hidden=4)
     t = task()
     theta = jax.tree.map(lambda v: v.astype(jnp.float64), relation.init(KEY, t))
     embed = lambda x: np.asarray(MLP(hidden=(6,), out=3).apply(theta['model'], x, method='embed'))
     g = theta['relation']['params']
-    module = lambda pair: (np.maximum(pair @ g['hidden']['kernel'] + g['hidden']['bias'], 0)
+    layer = lambda h, name: np.maximum(h @ g[name]['kernel'] + g[name]['bias'], 0)
+    module = lambda pair: (layer(layer(layer(pair, 'block_0'), 'block_1'), 'hidden')
                            @ g['out']['kernel'] + g['out']['bias'])[0]
     support, query = embed(t.support.x), embed(t.query.x)
     labels = np.asarray(t.support.y)
@@ -87,6 +88,8 @@ class RelationTest(helpers.Float64TestCase):
     self.assertEqual(relation.predict(theta, five.support, five.query.x, KEY).shape, (10, 10))
     with self.assertRaisesRegex(ValueError, r'^--relation_hidden=0: must be a positive integer'):
       ALGORITHMS['relation'].section(relation_hidden=0)
+    with self.assertRaisesRegex(ValueError, r'^--relation_channels=0: must be a positive'):
+      learner(relation_channels=0)
 
 
 class RelationRunTest(absltest.TestCase):
@@ -98,7 +101,7 @@ class RelationRunTest(absltest.TestCase):
 
   @pytest.mark.slow
   def test_trains_on_class_folders_resumes_and_predicts_files(self):
-    helpers.check_folders_run(self, 'relation', relation_hidden=4)
+    helpers.check_folders_run(self, 'relation', relation_channels=8, relation_hidden=4)
 
 
 if __name__ == '__main__':

@@ -18,10 +18,11 @@ from metajax.algorithms.matching import matching
 from metajax.algorithms.relation import relation
 from metajax.algorithms.r2d2 import r2d2
 from metajax.algorithms.metaoptnet import metaoptnet
+from metajax.algorithms.incontext import incontext
 from metajax.algorithms.predictor import predictor
 from metajax.algorithms.finetune import finetune
 from metajax.algorithms.boil import boil
 
 __all__ = ['ALGORITHMS', 'AlgorithmSpec', 'registry', 'maml', 'fomaml', 'anil', 'metasgd', 'mamlpp',
            'imaml', 'reptile', 'pretrained', 'protonet', 'matching', 'relation', 'r2d2', 'metaoptnet',
-           'predictor', 'finetune', 'boil']
+           'incontext', 'predictor', 'finetune', 'boil']

@@ -2,17 +2,18 @@
 
     r[q, c] = sigmoid(g([f(x_q), sum of f(x_i) over support examples i of class c]))
 
-f is the model's embedding and g the relation module, a two-layer network on
-the concatenated pair (the paper's ends in a fully connected layer of 8 units
-and one sigmoid output). The loss is the paper's: the squared error of the
+f is the model's embedding and g the relation module on the concatenated pair:
+the paper's two convolution blocks of 64 channels, then a fully connected
+layer of 8 units and one sigmoid output. The loss is the paper's: the squared error of the
 relation scores against one-hot targets, summed over classes and averaged over
 query examples. The logits are g's output before the sigmoid, so the argmax is
 the paper's prediction. There is no inner loop: the meta-gradient is the
 gradient of the query loss through the relation module and the embeddings.
 
-The paper's relation module is two convolution blocks on the feature maps
-before the embedding's last two poolings; metajax models give a flat
-embedding, so here g is fully connected on it.
+The paper's convolution blocks act on the feature maps before the
+embedding's last two poolings; metajax models give a flat embedding (a 1x1
+map for Conv4 on 28x28 Omniglot), on which a 3x3 convolution block is a
+fully connected layer, so here g is fully connected throughout.
 
 References:
   Sung, Yang, Zhang, Xiang, Torr & Hospedales, "Learning to Compare: Relation
@@ -34,12 +35,20 @@ from metajax.types import Array, LossFn, Params, PRNGKey, Task
 
 
 class RelationModule(nn.Module):
-  """g: [..., 2d] pairs -> [...] relation logits (a hidden ReLU layer, then one unit)."""
+  """g: [..., 2d] pairs -> [...] relation logits.
+
+  Two ReLU layers of `channels` units (the paper's two convolution blocks,
+  as they act on a 1x1 feature map), a ReLU layer of `hidden` units, one unit.
+  """
+  channels: int
   hidden: int
 
   @nn.compact
   def __call__(self, pairs: Array) -> Array:
-    h = nn.relu(nn.Dense(self.hidden, name='hidden')(pairs))
+    h = pairs
+    for i in range(2):
+      h = nn.relu(nn.Dense(self.channels, name=f'block_{i}')(h))
+    h = nn.relu(nn.Dense(self.hidden, name='hidden')(h))
     return nn.Dense(1, name='out')(h)[..., 0]
 
 
@@ -64,11 +73,13 @@ def relation_loss(logits: Array, labels: Array) -> Array:
 @dataclasses.dataclass(frozen=True)
 class RelationSettings(settings_lib.Section):
   """Relation Networks' relation module."""
-  relation_hidden: int = setting(8, 'hidden units of the relation module (8: the paper)',
+  relation_channels: int = setting(64, 'units of the relation module\'s first two layers '
+                                   '(the paper\'s 64-channel convolution blocks)', minimum=1)
+  relation_hidden: int = setting(8, 'units of its last hidden layer (8: the paper)',
                                  minimum=1)
 
 
-def relation(model: nn.Module, loss_fn: LossFn = relation_loss,
+def relation(model: nn.Module, loss_fn: LossFn = relation_loss, relation_channels: int = 64,
              relation_hidden: int = 8) -> MetaLearner:
   """Relation Networks on the features `model.embed(x)`.
 
@@ -77,16 +88,19 @@ def relation(model: nn.Module, loss_fn: LossFn = relation_loss,
       is not used).
     loss_fn: the loss of the relation logits (default, and what the registry
       builds: `relation_loss`, the paper's squared error).
-    relation_hidden: hidden units of the relation module (theta['relation']).
+    relation_channels: units of the relation module's first two layers.
+    relation_hidden: units of its last hidden layer (theta['relation']).
 
   Returns:
     A `MetaLearner` with no inner loop (`adapts=False`) that classifies any
     number of ways: `adapt` sums the support embeddings per class,
     phi = {'classes': [S, d], 'counts': [S]}.
   """
-  if relation_hidden < 1:
-    settings_lib.fail('relation_hidden', relation_hidden, 'must be a positive integer')
-  module = RelationModule(relation_hidden)
+  for name, value in (('relation_channels', relation_channels),
+                      ('relation_hidden', relation_hidden)):
+    if value < 1:
+      settings_lib.fail(name, value, 'must be a positive integer')
+  module = RelationModule(relation_channels, relation_hidden)
 
   def init(rng: PRNGKey, example_task: Task) -> Params:
     model_rng, relation_rng = jax.random.split(rng)
@@ -110,7 +124,8 @@ def relation(model: nn.Module, loss_fn: LossFn = relation_loss,
 register(AlgorithmSpec(
     name='relation', summary='Relation Networks (Sung et al. 2018)',
     settings=RelationSettings, tasks=('classification',), any_ways=True,
-    build=lambda s, model, loss_fn: relation(model, relation_loss, s.relation_hidden),
+    build=lambda s, model, loss_fn: relation(model, relation_loss, s.relation_channels,
+                                             s.relation_hidden),
     # One episode a step, 5 queries per class in training, as the other metric
     # learners' Omniglot preset (the paper: 19 queries per class at 5-way 1-shot).
     dataset_defaults={'omniglot': {'query': 5, 'eval_query': 15, 'meta_batch_size': 1,
