@@ -82,6 +82,43 @@ class ScriptsTest(parameterized.TestCase):
     for key in ('steps_per_s', 'tasks_per_s', 'compile_s', 'peak_rss_mb', 'step_temp_mb'):
       self.assertGreater(figures[key], 0, key)
 
+  @pytest.mark.slow
+  def test_benchmark_times_several_algorithms_in_one_run(self):
+    out = script('benchmark.py', '--synthetic_data', '--windows=1', '--window_steps=1',
+                 '--dataset=omniglot', '--ways=3', '--query=2', '--channels=4',
+                 '--meta_batch_size=2', '--algorithms=protonet,relation')
+    self.assertEqual(out.returncode, 0, out.stderr)
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith('{')]
+    self.assertEqual([r['algorithm'] for r in rows], ['protonet', 'relation'])
+    self.assertTrue(all(r['steps_per_s'] > 0 and r['peak_rss_mb'] > 0 for r in rows))
+    bad = script('benchmark.py', '--synthetic_data', '--algorithms=protonet,nosuch')
+    self.assertNotEqual(bad.returncode, 0)
+    self.assertIn('--algorithms: no algorithm nosuch', bad.stderr)
+
+  @pytest.mark.slow
+  def test_settings_path_follows_the_run_from_train_and_evaluate(self):
+    out = script('settings_path.py', '--num_steps=2', '--eval_tasks=2', '--hidden=4',
+                 '--meta_batch_size=2', '--baselines=')
+    self.assertEqual(out.returncode, 0, out.stderr)
+    lines = out.stdout.splitlines()
+    tree = lines[lines.index('metajax/loop.py: train_and_evaluate'):-1]
+    self.assertIn('  metajax/run.py: build_run', tree)
+    counts = json.loads(lines[-1])
+    self.assertEqual(counts['functions'], len(tree))
+    # Every move down into another file has its move back up.
+    self.assertEqual(counts['moves'], 2 * counts['climbs'])
+    self.assertGreaterEqual(counts['files'], 3)
+
+  @pytest.mark.slow
+  def test_svm_solvers_agree_with_the_float64_reference(self):
+    out = script('svm_solvers.py', '--ways=3', '--batch=2', '--dim=4', '--repeats=1')
+    self.assertEqual(out.returncode, 0, out.stderr)
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith('{')]
+    mine = [r for r in rows if r['solver'] == 'metajax']
+    self.assertEqual(len(mine), 1)
+    self.assertLess(mine[0]['alpha_max_error'], 1e-3)
+    self.assertGreater(mine[0]['grad_cosine_to_reference'], 0.999)
+
   def test_compare_refuses_an_algorithm_without_a_counterpart(self):
     out = script('benchmark.py', '--synthetic_data', '--windows=1', '--window_steps=1',
                  '--compare=learn2learn', '--algorithm=reptile')

@@ -109,6 +109,8 @@ class InContextTest(helpers.Float64TestCase):
     with self.assertRaisesRegex(ValueError, r'^--icl_width=10: must be a multiple of '
                                 r'--icl_heads=4'):
       learner(icl_width=10, icl_heads=4)
+    with self.assertRaisesRegex(ValueError, r'^--icl_width=9: must be even'):
+      learner(icl_width=9, icl_heads=3)
 
 
 def optax_norm(tree):

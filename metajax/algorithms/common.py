@@ -139,6 +139,14 @@ def query_loss_learner(name: str, model: nn.Module, loss_fn: LossFn, adapt,
                      adapt=adapt, apply=apply, outer_loss=outer_loss)
 
 
+# The Omniglot default of the learners with no inner loop that take any number
+# of ways (matching, relation, r2d2, metaoptnet, incontext): one 20-way 1-shot
+# episode a step with 5 queries per class, 2,000 steps (minutes on a 2-core
+# CPU), tested on 5-way (or --ways) episodes with 15 queries per class.
+EPISODIC_OMNIGLOT = {'train_ways': 20, 'query': 5, 'eval_query': 15, 'meta_batch_size': 1,
+                     'num_steps': 2000, 'checkpoint_every': 100, 'log_every': 50}
+
+
 def init_embedding(model: nn.Module, rng: PRNGKey, example_task: Task) -> Params:
   """`{'model': variables}` of `model.embed` (its head is not initialised)."""
   return {'model': model.init(rng, example_task.support.x, method='embed')}

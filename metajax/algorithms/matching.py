@@ -135,7 +135,4 @@ register(AlgorithmSpec(
     settings=MatchingSettings, tasks=('classification',), any_ways=True,
     build=lambda s, model, loss_fn: matching(model, loss_fn, s.matching_fce,
                                              s.matching_fce_steps, s.matching_scale),
-    # One episode of the test's ways a step, 5 queries per class, as ProtoNets' preset.
-    dataset_defaults={'omniglot': {'query': 5, 'eval_query': 15, 'meta_batch_size': 1,
-                                   'num_steps': 2000, 'checkpoint_every': 100,
-                                   'log_every': 50}}))
+    dataset_defaults={'omniglot': common.EPISODIC_OMNIGLOT}))

@@ -218,8 +218,4 @@ register(AlgorithmSpec(
     solver_settings=('svm_iterations', 'svm_tolerance'),
     build=lambda s, model, loss_fn: metaoptnet(model, loss_fn, s.svm_c, s.svm_iterations,
                                                s.svm_tolerance),
-    # As the other metric learners' Omniglot preset: one episode a step, 5 queries
-    # per class in training, 15 in the test.
-    dataset_defaults={'omniglot': {'query': 5, 'eval_query': 15, 'meta_batch_size': 1,
-                                   'num_steps': 2000, 'checkpoint_every': 100,
-                                   'log_every': 50}}))
+    dataset_defaults={'omniglot': common.EPISODIC_OMNIGLOT}))

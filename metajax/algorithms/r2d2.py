@@ -98,8 +98,4 @@ register(AlgorithmSpec(
     name='r2d2', summary='R2D2: a closed-form ridge-regression head (Bertinetto et al. 2019)',
     settings=R2D2Settings, tasks=('classification',), any_ways=True,
     build=lambda s, model, loss_fn: r2d2(model, loss_fn, s.r2d2_lambda, s.r2d2_scale),
-    # As the other metric learners' Omniglot preset: one episode a step, 5 queries
-    # per class in training, 15 in the test.
-    dataset_defaults={'omniglot': {'query': 5, 'eval_query': 15, 'meta_batch_size': 1,
-                                   'num_steps': 2000, 'checkpoint_every': 100,
-                                   'log_every': 50}}))
+    dataset_defaults={'omniglot': common.EPISODIC_OMNIGLOT}))

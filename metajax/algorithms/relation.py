@@ -126,8 +126,5 @@ register(AlgorithmSpec(
     settings=RelationSettings, tasks=('classification',), any_ways=True,
     build=lambda s, model, loss_fn: relation(model, relation_loss, s.relation_channels,
                                              s.relation_hidden),
-    # One episode a step, 5 queries per class in training, as the other metric
-    # learners' Omniglot preset (the paper: 19 queries per class at 5-way 1-shot).
-    dataset_defaults={'omniglot': {'query': 5, 'eval_query': 15, 'meta_batch_size': 1,
-                                   'num_steps': 2000, 'checkpoint_every': 100,
-                                   'log_every': 50}}))
+    # (The paper trains 5-way 1-shot with 19 queries per class.)
+    dataset_defaults={'omniglot': common.EPISODIC_OMNIGLOT}))
