@@ -204,6 +204,33 @@ class Float64TestCase(parameterized.TestCase):
     super().tearDown()
 
 
+def gaussian_task(ways=3, shots=2, query=2, dim=5, seed=0, dtype=np.float64) -> Task:
+  """A task of standard-normal inputs [n, dim]; row i of each split has label i % ways."""
+  rng = np.random.default_rng(seed)
+  labels = lambda n: jnp.asarray(np.arange(ways * n) % ways)
+  split = lambda n: Split(jnp.asarray(rng.normal(size=(ways * n, dim)).astype(dtype)), labels(n))
+  return Task(split(shots), split(query))
+
+
+def check_padding_changes_nothing(learner, task: Task, key, loss_rtol=1e-12, grad_rtol=1e-10,
+                                  grad_atol=1e-14):
+  """Two padded support rows (mask False) change neither the meta-loss nor its gradient.
+
+  Run in float64 (`Float64TestCase`).
+  """
+  theta = jax.tree.map(lambda v: v.astype(jnp.float64), learner.init(key, task))
+  pad = lambda a, value: jnp.concatenate([a, jnp.full((2,) + a.shape[1:], value, a.dtype)])
+  size = task.support.x.shape[0]
+  support = Split(pad(task.support.x, 7.0), pad(task.support.y, 0), jnp.arange(size + 2) < size)
+  query = Split(task.query.x, task.query.y, jnp.ones(task.query.x.shape[0], bool))
+  loss = lambda th, tk: learner.outer_loss(th, tk, key)[0]
+  (padded_loss, padded_grads), (loss_, grads) = [
+      jax.value_and_grad(loss)(theta, tk) for tk in (Task(support, query), task)]
+  np.testing.assert_allclose(padded_loss, loss_, rtol=loss_rtol)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=grad_rtol, atol=grad_atol),
+               padded_grads, grads)
+
+
 def check_gradient(loss, theta, seed=0, eps=1e-6, rtol=1e-7):
   """`jax.grad(loss)(theta)` against central differences of `loss` along a random direction.
 

@@ -14,17 +14,12 @@ from metajax.algorithms.relation import relation_loss
 from metajax.config import Config
 from metajax.losses import cross_entropy
 from metajax.models import MLP
-from metajax.types import Split, Task
 from tests import helpers
 
 KEY = jax.random.PRNGKey(0)
 
 
-def task(ways=3, shots=2, query=2, dim=5, seed=0):
-  rng = np.random.default_rng(seed)
-  labels = lambda n: jnp.asarray(np.arange(ways * n) % ways)
-  split = lambda n: Split(jnp.asarray(rng.normal(size=(ways * n, dim))), labels(n))
-  return Task(split(shots), split(query))
+task = helpers.gaussian_task
 
 
 def learner(**settings):
@@ -68,18 +63,7 @@ class RelationTest(helpers.Float64TestCase):
 
   def test_padding_the_support_set_changes_nothing(self):
     relation = learner()
-    t = task()
-    theta = jax.tree.map(lambda v: v.astype(jnp.float64), relation.init(KEY, t))
-    pad = lambda a, value: jnp.concatenate([a, jnp.full((2,) + a.shape[1:], value, a.dtype)])
-    support = Split(pad(t.support.x, 7.0), pad(t.support.y, 0),
-                    jnp.arange(8) < t.support.x.shape[0])
-    padded = Task(support, Split(t.query.x, t.query.y, jnp.ones(t.query.x.shape[0], bool)))
-    loss = lambda th, tk: relation.outer_loss(th, tk, KEY)[0]
-    (padded_loss, padded_grads), (loss_, grads) = [jax.value_and_grad(loss)(theta, tk)
-                                                   for tk in (padded, t)]
-    np.testing.assert_allclose(padded_loss, loss_, rtol=1e-12)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14),
-                 padded_grads, grads)
+    helpers.check_padding_changes_nothing(relation, task(), KEY)
 
   def test_any_number_of_ways_and_settings_out_of_range(self):
     relation = learner()
