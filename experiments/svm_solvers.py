@@ -69,12 +69,11 @@ def measure(solver, features, labels, direction, c, repeats):
     start = time.perf_counter()
     jax.block_until_ready(step(features))
     times.append(time.perf_counter() - start)
-  return statistics.median(times), np.asarray(alpha(features)), np.asarray(step(features)[1])
+  return statistics.median(times), np.asarray(alpha(features, labels)), np.asarray(step(features)[1])
 
 
 def main(argv):
   del argv
-  jax.config.update('jax_enable_x64', True)  # for the reference; the solvers run in float32
   try:
     import qpax  # pylint: disable=g-import-not-at-top,unused-import
     solvers = {'metajax': metajax_solver, 'qpax': qpax_solver}
@@ -88,8 +87,10 @@ def main(argv):
     labels = np.tile(rng.permutation(ways), (FLAGS.batch, 1))
     direction = rng.normal(size=(FLAGS.batch, ways, ways))
     exact = lambda x, y, c: metajax_solver(x, y, c, 100000, 1e-12)
+    jax.config.update('jax_enable_x64', True)  # the reference only; the solvers run in float32
     _, ref_alpha, ref_grad = measure(exact, jnp.asarray(features, jnp.float64),
                                      jnp.asarray(labels), jnp.asarray(direction), FLAGS.svm_c, 1)
+    jax.config.update('jax_enable_x64', False)
     for name, solver in solvers.items():
       seconds, alpha, grad = measure(solver, jnp.asarray(features, jnp.float32),
                                      jnp.asarray(labels), jnp.asarray(direction, jnp.float32),
