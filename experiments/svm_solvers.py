@@ -69,7 +69,8 @@ def measure(solver, features, labels, direction, c, repeats):
     start = time.perf_counter()
     jax.block_until_ready(step(features))
     times.append(time.perf_counter() - start)
-  return statistics.median(times), np.asarray(alpha(features, labels)), np.asarray(step(features)[1])
+  return (statistics.median(times), np.asarray(alpha(features, labels)),
+          np.asarray(step(features)[1]))
 
 
 def main(argv):

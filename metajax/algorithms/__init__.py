@@ -23,6 +23,6 @@ from metajax.algorithms.predictor import predictor
 from metajax.algorithms.finetune import finetune
 from metajax.algorithms.boil import boil
 
-__all__ = ['ALGORITHMS', 'AlgorithmSpec', 'registry', 'maml', 'fomaml', 'anil', 'metasgd', 'mamlpp',
-           'imaml', 'reptile', 'pretrained', 'protonet', 'matching', 'relation', 'r2d2', 'metaoptnet',
-           'incontext', 'predictor', 'finetune', 'boil']
+__all__ = ['ALGORITHMS', 'AlgorithmSpec', 'registry', 'maml', 'fomaml', 'anil', 'metasgd',
+           'mamlpp', 'imaml', 'reptile', 'pretrained', 'protonet', 'matching', 'relation', 'r2d2',
+           'metaoptnet', 'incontext', 'predictor', 'finetune', 'boil']

@@ -5,8 +5,9 @@ Each support example becomes a token [Dense(f(x_i)), e[y_i]]: its embedding
 coordinates; each query becomes a token [Dense(f(x_q)), u], with u a learned
 "label unknown" vector. (Codes added to the embeddings rather than beside them
 learn the same task but sat longer at chance: in one run of each on 5-way
-Gaussian-cluster tasks, 1.61 nats after 250 steps against 0.79 side by side.) A stack of pre-norm transformer blocks runs over all tokens with one
-rule of attention: every token attends to the support tokens only. So the
+Gaussian-cluster tasks, 1.61 nats after 250 steps against 0.79 side by side.)
+A stack of pre-norm transformer blocks runs over all tokens with one rule of
+attention: every token attends to the support tokens only. So the
 support set is read as a sequence of (embedding, label) pairs, and a query's
 prediction depends on the support set and on that query alone (nothing leaks
 between queries, and the number of queries changes nothing). The logit of
@@ -126,8 +127,9 @@ def incontext(model: nn.Module, loss_fn: LossFn, icl_layers: int = 2, icl_heads:
     model_rng, reader_rng = jax.random.split(rng)
     theta = common.init_embedding(model, model_rng, example_task)
     features = embed(theta, example_task.support.x)
-    theta['reader'] = reader.init(reader_rng, features, jnp.zeros((len(features), icl_width // 2)),
-                                  jnp.ones(len(features), bool), features[:1])
+    codes = jnp.zeros((len(features), icl_width // 2))
+    theta['reader'] = reader.init(reader_rng, features, codes, jnp.ones(len(features), bool),
+                                  features[:1])
     theta['log_scale'] = jnp.zeros((), jnp.float32)
     return theta
 

@@ -55,9 +55,9 @@ class RelationModule(nn.Module):
 def relation_pairs(query_features: Array, class_features: Array) -> Array:
   """[Q, C, 2d]: each query's embedding beside each class's."""
   q, c = query_features.shape[0], class_features.shape[0]
-  return jnp.concatenate([jnp.broadcast_to(query_features[:, None], (q, c, query_features.shape[1])),
-                          jnp.broadcast_to(class_features[None], (q, c, class_features.shape[1]))],
-                         -1)
+  queries = jnp.broadcast_to(query_features[:, None], (q, c, query_features.shape[1]))
+  classes = jnp.broadcast_to(class_features[None], (q, c, class_features.shape[1]))
+  return jnp.concatenate([queries, classes], -1)
 
 
 def relation_loss(logits: Array, labels: Array) -> Array:
