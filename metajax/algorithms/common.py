@@ -61,8 +61,8 @@ def apply_model(model: nn.Module):
 
 
 def uses_support_statistics(model: nn.Module) -> bool:
-  """Whether `model` normalises query inputs with the support set's statistics."""
-  return getattr(model, 'batch_norm', 'transductive') == 'support'
+  """Whether `model` normalises query inputs with the support set's statistics (or TaskNorm's)."""
+  return getattr(model, 'batch_norm', 'transductive') != 'transductive'
 
 
 def with_support(model: nn.Module, phi: Params, support: Split) -> Params:
@@ -75,7 +75,7 @@ def with_support(model: nn.Module, phi: Params, support: Split) -> Params:
 def support_statistics(model: nn.Module, adapt, apply=None):
   """`(adapt, apply)` that normalise query inputs with the support set's batch statistics.
 
-  With `model.batch_norm == 'support'`, `adapt` keeps the support set in phi
+  With `model.batch_norm` 'support' or 'tasknorm', `adapt` keeps the support set in phi
   (`{'phi': phi, 'support': support}`) and `apply` runs the model on the
   support inputs and `x` together, with only the real support rows making the
   batch-norm statistics, and returns the rows of `x`: no statistic is computed

@@ -13,14 +13,17 @@ from metajax import settings as settings_lib
 from metajax.models.conv import BatchStatNorm, Conv4
 from metajax.models.mlp import MLP
 from metajax.models.resnet import ResNet12
+from metajax.models.tasknorm import TaskNormI
 from metajax.registry import Registry
 from metajax.settings import setting
 
-BATCH_NORMS = ('transductive', 'support')
+BATCH_NORMS = ('transductive', 'support', 'tasknorm')
 _BATCH_NORM_HELP = ('transductive: every batch (support set, query set) is normalised with its '
                     'own statistics, as in the MAML paper | support: a task\'s query inputs are '
                     'normalised with its support set\'s statistics, so no query example sees '
-                    'another')
+                    'another | tasknorm: TaskNorm-I (Bronskill et al. 2020), the support set\'s '
+                    'statistics blended with each example\'s own by a learned weight, leak-free '
+                    'as support')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,4 +75,4 @@ def get(name: str) -> Optional[ModelSpec]:
   return MODELS.lookup(name)
 
 
-__all__ = ['BatchStatNorm', 'Conv4', 'MLP', 'MODELS', 'ModelSpec', 'ResNet12']
+__all__ = ['BatchStatNorm', 'Conv4', 'MLP', 'MODELS', 'ModelSpec', 'ResNet12', 'TaskNormI']

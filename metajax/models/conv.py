@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from metajax.models.base import FewShotModel
+from metajax.models.tasknorm import TaskNormI
 from metajax.types import Array
 
 
@@ -59,6 +60,11 @@ class BatchStatNorm(nn.Module):
     shape = [1] * x.ndim
     shape[channel_axis] = channels
     return x * multiplier.reshape(shape) + shift.reshape(shape)
+
+
+def norm_layer(batch_norm: str) -> type[nn.Module]:
+  """The normalisation layer of a model's `batch_norm` mode."""
+  return TaskNormI if batch_norm == 'tasknorm' else BatchStatNorm
 
 
 class Conv3x3(nn.Module):
@@ -148,7 +154,8 @@ class Conv4(FewShotModel):
     batch_norm: 'transductive' (each batch normalised with its own statistics,
       as in the MAML paper) or 'support' (a task's query inputs normalised with
       its support set's statistics: the learners pass the support set as
-      context, `algorithms.common.support_statistics`).
+      context, `algorithms.common.support_statistics`) or 'tasknorm' (as
+      'support', with `TaskNormI` layers).
     thin_input_channels_first: for inputs of at most 3 channels, run the first
       convolution and its batch norm channels-first and move the channels last
       before the ReLU's output is pooled (see `Conv3x3`). Same function,
@@ -162,7 +169,8 @@ class Conv4(FewShotModel):
 
   def setup(self):
     self.convs = [Conv3x3(c) for c in self.channels]
-    self.norms = [BatchStatNorm() for _ in self.channels]
+    norm = norm_layer(self.batch_norm)
+    self.norms = [norm() for _ in self.channels]
     self.head = nn.Dense(self.out)
 
   def embed(self, x: Array, mask: Optional[Array] = None) -> Array:

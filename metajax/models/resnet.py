@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax
 
-from metajax.models.conv import BatchStatNorm, Conv3x3, max_pool_2x2
+from metajax.models.conv import Conv3x3, max_pool_2x2, norm_layer
 from metajax.models.base import FewShotModel
 from metajax.types import Array
 
@@ -27,12 +27,14 @@ def _leaky(x: Array) -> Array:
 
 class ResBlock(nn.Module):
   channels: int
+  batch_norm: str = 'transductive'
 
   @nn.compact
   def __call__(self, x: Array, mask: Optional[Array] = None) -> Array:
-    shortcut = BatchStatNorm()(nn.Dense(self.channels, use_bias=False)(x), mask=mask)  # 1x1 conv
+    norm = norm_layer(self.batch_norm)
+    shortcut = norm()(nn.Dense(self.channels, use_bias=False)(x), mask=mask)  # 1x1 conv
     for i in range(3):
-      x = BatchStatNorm()(Conv3x3(self.channels, use_bias=False)(x), mask=mask)
+      x = norm()(Conv3x3(self.channels, use_bias=False)(x), mask=mask)
       if i < 2:
         x = _leaky(x)
     return max_pool_2x2(_leaky(x + shortcut))
@@ -42,10 +44,10 @@ class ResNet12(FewShotModel):
   """ResNet-12 with a linear head; `embed` gives the flattened features."""
   out: int = 5
   channels: Sequence[int] = (64, 160, 320, 640)
-  batch_norm: str = 'transductive'  # or 'support', as `Conv4.batch_norm`
+  batch_norm: str = 'transductive'  # or 'support' or 'tasknorm', as `Conv4.batch_norm`
 
   def setup(self):
-    self.blocks = [ResBlock(c) for c in self.channels]
+    self.blocks = [ResBlock(c, self.batch_norm) for c in self.channels]
     self.head = nn.Dense(self.out)
 
   def embed(self, x: Array, mask: Optional[Array] = None) -> Array:
