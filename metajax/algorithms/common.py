@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from metajax import inner, losses
-from metajax.learner import Adapted, MetaLearner
+from metajax.learner import SOLVER_KEYS, Adapted, MetaLearner
 from metajax.types import Array, LossFn, Params, PRNGKey, Split, Task
 
 
@@ -156,11 +156,12 @@ def embedding_learner(name: str, model: nn.Module, loss_fn: LossFn, fit, logits,
                       init=None) -> MetaLearner:
   """A learner with no inner loop that classifies the embeddings `model.embed(x)`.
 
-  ProtoNets, Matching Nets, Relation Nets and R2D2 differ only in what they
-  read from the support set's embeddings and how they score a query's:
+  ProtoNets, Matching Nets, Relation Nets, R2D2, MetaOptNet and the in-context
+  learner differ only in what they read from the support set's embeddings and
+  how they score a query's:
 
-    fit(theta, features, labels, mask) -> phi   # prototypes, a solved head, the support
-    logits(theta, phi, features) -> [B, S]      # scores of classes 0..S-1
+    fit(theta, features, labels, mask, rng) -> phi  # prototypes, a solved head, the support
+    logits(theta, phi, features) -> [B, S]          # scores of classes 0..S-1
 
   `adapt` embeds the support set and fits phi (its loss is `loss_fn` of the
   support's own scores); `apply` scores query inputs. `init(rng, example_task)`
@@ -171,9 +172,9 @@ def embedding_learner(name: str, model: nn.Module, loss_fn: LossFn, fit, logits,
     return run_model(model, theta['model'], x, mask, 'embed')
 
   def adapt(theta, support: Split, rng, num_steps=None) -> Adapted:
-    del rng, num_steps
+    del num_steps
     features = embed(theta, support.x, support.mask)
-    phi = fit(theta, features, support.y, support.mask)
+    phi = fit(theta, features, support.y, support.mask, rng)
     loss = losses.masked_mean(loss_fn, logits(theta, phi, features), support.y, support.mask)
     return Adapted(phi, loss[None])
 
@@ -189,8 +190,7 @@ def solver_metrics(phi: Params) -> dict[str, Array]:
   """`SOLVER_KEYS` from phi['solver'], where `adapt` solves a problem per task (else none)."""
   inner = phi.get('phi', phi) if isinstance(phi, dict) else phi  # under support statistics
   solver = inner.get('solver') if isinstance(inner, dict) else None
-  return {} if solver is None else {f'solver_{k}': solver[k] for k in
-                                    ('iterations', 'residual', 'unconverged')}
+  return {} if solver is None else {k: solver[k.removeprefix('solver_')] for k in SOLVER_KEYS}
 
 
 def query_loss(loss_fn: LossFn, apply, theta: Params, phi: Params, query: Split) -> Array:

@@ -36,13 +36,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from metajax import losses
 from metajax import settings as settings_lib
 from metajax.algorithms import common
 from metajax.algorithms.registry import AlgorithmSpec, register
-from metajax.learner import Adapted, MetaLearner
+from metajax.learner import MetaLearner
 from metajax.settings import setting
-from metajax.types import Array, LossFn, Params, PRNGKey, Split, Task
+from metajax.types import Array, LossFn, Params, PRNGKey, Task
 
 
 class Block(nn.Module):
@@ -120,42 +119,32 @@ def incontext(model: nn.Module, loss_fn: LossFn, icl_layers: int = 2, icl_heads:
                       f'must be a multiple of --icl_heads={icl_heads}')
   reader = ContextReader(icl_layers, icl_heads, icl_width)
 
-  def embed(theta, x, mask=None):
-    return common.run_model(model, theta['model'], x, mask, 'embed')
-
   def init(rng: PRNGKey, example_task: Task) -> Params:
     model_rng, reader_rng = jax.random.split(rng)
     theta = common.init_embedding(model, model_rng, example_task)
-    features = embed(theta, example_task.support.x)
+    features = common.run_model(model, theta['model'], example_task.support.x, None, 'embed')
     codes = jnp.zeros((len(features), icl_width // 2))
     theta['reader'] = reader.init(reader_rng, features, codes, jnp.ones(len(features), bool),
                                   features[:1])
     theta['log_scale'] = jnp.zeros((), jnp.float32)
     return theta
 
-  def apply(theta, phi, x, mask=None):
-    features = embed(theta, x, mask)
+  def fit(theta, features, labels, mask, rng):
+    del theta
+    size = features.shape[0]
+    mask = jnp.ones(size, bool) if mask is None else mask
+    class_codes = jax.random.normal(rng, (size, icl_width // 2), features.dtype)
+    counts = jax.nn.one_hot(labels, size, dtype=features.dtype) * mask[:, None]
+    return {'support': features, 'codes': class_codes[labels], 'class_codes': class_codes,
+            'mask': mask, 'counts': counts.sum(0)}
+
+  def logits(theta, phi, features):
     out = reader.apply(theta['reader'], phi['support'], phi['codes'], phi['mask'], features)
     scale = jnp.exp(theta['log_scale']).astype(out.dtype)
-    logits = scale * out @ phi['class_codes'].T / jnp.sqrt(icl_width // 2)
-    return common.mask_absent(logits, phi['counts'])
+    scores = scale * out @ phi['class_codes'].T / jnp.sqrt(icl_width // 2)
+    return common.mask_absent(scores, phi['counts'])
 
-  def adapt(theta, support: Split, rng, num_steps=None) -> Adapted:
-    del num_steps
-    features = embed(theta, support.x, support.mask)
-    size = features.shape[0]
-    mask = jnp.ones(size, bool) if support.mask is None else support.mask
-    class_codes = jax.random.normal(rng, (size, icl_width // 2), features.dtype)
-    counts = jax.nn.one_hot(support.y, size, dtype=features.dtype) * mask[:, None]
-    phi = {'support': features, 'codes': class_codes[support.y], 'class_codes': class_codes,
-           'mask': mask, 'counts': counts.sum(0)}
-    loss = losses.masked_mean(loss_fn, apply(theta, phi, support.x, support.mask), support.y,
-                              support.mask)
-    return Adapted(phi, loss[None])
-
-  return common.query_loss_learner('incontext', model, loss_fn, adapt, init=init,
-                                   apply=apply)._replace(adapts=False, any_ways=True)
-
+  return common.embedding_learner('incontext', model, loss_fn, fit, logits, init=init)
 
 register(AlgorithmSpec(
     name='incontext', summary='an in-context learner: a transformer over (embedding, label) '

@@ -116,8 +116,8 @@ def matching(model: nn.Module, loss_fn: LossFn, matching_fce: bool = False,
       theta['fce'] = context.init(fce_rng, features, features)
     return theta
 
-  def fit(theta, features, labels, mask):
-    del theta
+  def fit(theta, features, labels, mask, rng):
+    del theta, rng
     return {'features': features, 'labels': labels, 'mask': mask}
 
   def logits(theta, phi, query_features):

@@ -192,8 +192,8 @@ def metaoptnet(model: nn.Module, loss_fn: LossFn, svm_c: float = 0.1,
     return {**common.init_embedding(model, rng, example_task),
             'svm': {'log_scale': jnp.zeros((), jnp.float32)}}
 
-  def fit(theta, features, labels, mask):
-    del theta
+  def fit(theta, features, labels, mask, rng):
+    del theta, rng
     alpha, info = svm_dual(features, labels, jnp.asarray(svm_c, features.dtype), mask,
                            svm_iterations, svm_tolerance)
     counts = jax.nn.one_hot(labels, features.shape[0], dtype=features.dtype)

@@ -43,8 +43,8 @@ def protonet(model: nn.Module, loss_fn: LossFn) -> MetaLearner:
     prototypes, phi = {'prototypes': [S, d], 'counts': [S]}.
   """
 
-  def fit(theta, features, labels, mask):
-    del theta
+  def fit(theta, features, labels, mask, rng):
+    del theta, rng
     means, counts = common.class_means(features, labels, mask)
     return {'prototypes': means, 'counts': counts}
 

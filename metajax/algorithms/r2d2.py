@@ -79,7 +79,8 @@ def r2d2(model: nn.Module, loss_fn: LossFn, r2d2_lambda: float = 1.0,
                       'log_scale': jnp.log(jnp.float32(r2d2_scale)),
                       'bias': jnp.zeros((), jnp.float32)}}
 
-  def fit(theta, features, labels, mask):
+  def fit(theta, features, labels, mask, rng):
+    del rng
     lam = jnp.exp(theta['ridge']['log_lambda']).astype(features.dtype)
     counts = jax.nn.one_hot(labels, features.shape[0], dtype=features.dtype)
     if mask is not None:

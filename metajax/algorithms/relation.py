@@ -109,8 +109,8 @@ def relation(model: nn.Module, loss_fn: LossFn = relation_loss, relation_channel
     theta['relation'] = module.init(relation_rng, relation_pairs(features[:1], features[:1]))
     return theta
 
-  def fit(theta, features, labels, mask):
-    del theta
+  def fit(theta, features, labels, mask, rng):
+    del theta, rng
     means, counts = common.class_means(features, labels, mask)
     return {'classes': means * counts[:, None], 'counts': counts}
 
