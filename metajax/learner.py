@@ -20,7 +20,10 @@ checkpointing, evaluation) is written once in `metajax.step`, `metajax.loop` and
   that `phi` was adapted to (`mask`: the real rows of a padded `x`, as
   `Split.mask`); `predict(theta, support, query_x, rng, num_steps=None,
   query_mask=None)` is `apply` after `adapt`. Rows are predicted independently
-  except for batch statistics over the real rows (transductive batch norm).
+  except for batch statistics over the real rows (transductive batch norm),
+  unless the learner is `transductive`: its `apply` fits to the unlabelled
+  inputs it predicts (transductive fine-tuning), and its `support_losses` is
+  [1], the support loss before that fit.
 - exactly one way to train: `outer_loss(theta, task, rng) -> (loss, aux)`,
   whose `jax.grad` is the meta-gradient; or `meta_gradient(theta, task, rng)
   -> (direction, aux)` where the update is not a gradient (Reptile, iMAML);
@@ -64,6 +67,8 @@ class MetaLearner(NamedTuple):
       classes come from the support set, not from a fixed-size head).
     takes_step: `outer_loss(theta, task, rng, step)` takes the meta-steps
       completed (a schedule over training); otherwise `(theta, task, rng)`.
+    transductive: `apply(theta, phi, x)` adapts to the rows of `x` together
+      (their labels unseen), so one query input changes another's prediction.
   """
   name: str
   init: Callable[[PRNGKey, Task], Params]
@@ -75,6 +80,7 @@ class MetaLearner(NamedTuple):
   adapts: bool = True
   any_ways: bool = False
   takes_step: bool = False
+  transductive: bool = False
 
   def predict(self, theta: Params, support: Split, query_x: Array, rng: PRNGKey,
               num_steps: Optional[int] = None, query_mask: Optional[Array] = None) -> Array:

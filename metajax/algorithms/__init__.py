@@ -21,8 +21,9 @@ from metajax.algorithms.metaoptnet import metaoptnet
 from metajax.algorithms.incontext import incontext
 from metajax.algorithms.predictor import predictor
 from metajax.algorithms.finetune import finetune
+from metajax.algorithms.transductive import transductive
 from metajax.algorithms.boil import boil
 
 __all__ = ['ALGORITHMS', 'AlgorithmSpec', 'registry', 'maml', 'fomaml', 'anil', 'metasgd',
            'mamlpp', 'imaml', 'reptile', 'pretrained', 'protonet', 'matching', 'relation', 'r2d2',
-           'metaoptnet', 'incontext', 'predictor', 'finetune', 'boil']
+           'metaoptnet', 'incontext', 'predictor', 'finetune', 'transductive', 'boil']

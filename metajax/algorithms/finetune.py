@@ -104,6 +104,14 @@ def finetune(model: nn.Module, loss_fn: LossFn, *, pretrain_classes: int,
                      batch_loss=batch_loss, any_ways=True)
 
 
+# Supervised pre-training on every class of the Vinyals training split:
+# mini-batches of 128 shifted images, AdamW with warm-up and cosine decay
+# (also transductive fine-tuning's).
+OMNIGLOT_PRETRAINING = {'meta_batch_size': 128, 'augment': True, 'meta_optimizer': 'adamw',
+                        'meta_lr': 0.002, 'lr_schedule': 'warmup_cosine', 'warmup_steps': 200,
+                        'num_steps': 3000, 'checkpoint_every': 250, 'log_every': 50}
+
+
 @dataclasses.dataclass(frozen=True)
 class FinetuneSettings(InnerLoop):
   """Each test head is fitted by 100 steps of Adam at 0.01 (Chen et al. 2019)."""
@@ -127,10 +135,4 @@ register(AlgorithmSpec(
     build=lambda s, model, loss_fn: finetune(
         model, loss_fn, pretrain_classes=s.pretrain_classes, inner_optimizer=s.inner_optimizer_at(),
         inner_steps=s.inner_steps, finetune_head=s.finetune_head),
-    # Supervised pre-training on every class of the Vinyals training split:
-    # mini-batches of 128 shifted images, AdamW with warm-up and cosine decay.
-    dataset_defaults={'omniglot': {'meta_batch_size': 128, 'augment': True,
-                                   'meta_optimizer': 'adamw', 'meta_lr': 0.002,
-                                   'lr_schedule': 'warmup_cosine', 'warmup_steps': 200,
-                                   'num_steps': 3000, 'checkpoint_every': 250,
-                                   'log_every': 50}}))
+    dataset_defaults={'omniglot': OMNIGLOT_PRETRAINING}))
