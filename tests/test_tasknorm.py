@@ -14,7 +14,7 @@ import optax
 import pytest
 
 from metajax import algorithms, losses
-from metajax.models import BatchStatNorm, Conv4, TaskNormI
+from metajax.models import BatchStatNorm, Conv4, ResNet12, TaskNormI
 from tests import helpers
 from tests.test_masks import episode, padded
 
@@ -78,6 +78,15 @@ class TaskNormLayerTest(parameterized.TestCase):
                             mask=self.mask)
     last = self.norm.apply(self.variables, self.x, mask=self.mask)
     np.testing.assert_allclose(jnp.moveaxis(first, 0, -1), last, rtol=1e-5, atol=1e-5)
+
+  def test_resnet12_takes_it_in_every_block(self):
+    model = ResNet12(out=3, channels=(4, 4, 4, 4), batch_norm='tasknorm')
+    x = jax.random.normal(KEY, (6, 16, 16, 1))
+    variables = model.init(KEY, x, mask=jnp.arange(6) < 3)
+    blends = [p for p in jax.tree_util.tree_leaves_with_path(variables)
+              if 'alpha_offset' in jax.tree_util.keystr(p[0])]
+    self.assertLen(blends, 4 * 4)  # three convolutions and a shortcut per block
+    self.assertEqual(model.apply(variables, x, mask=jnp.arange(6) < 3).shape, (6, 3))
 
   def test_flat_features_are_refused(self):
     with self.assertRaisesRegex(ValueError, 'TaskNormI normalises images'):
