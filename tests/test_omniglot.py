@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from metajax.data import cache as cache_lib, episodes, omniglot, omniglot_download, omniglot_tfds, splits
+from metajax.data.source import EpisodeSpec
 from tests import helpers
 
 @pytest.mark.omniglot
@@ -182,7 +183,12 @@ class SplitTest(absltest.TestCase):
     self.assertEqual(plain.shape, (423, 2))
     self.assertEqual(sorted(set(rotated[:, 1])), [0, 1, 2, 3])
     lake = {s: splits.classes(characters, 'lake', s, False) for s in splits.SUBSETS}
-    self.assertEqual([len(lake[s]) for s in splits.SUBSETS], [864, 100, 659])
+    self.assertEqual([len(lake[s]) for s in splits.SUBSETS], [779, 185, 659])
+    alphabets = {s: {splits.alphabet(characters[c]) for c in lake[s][:, 0]} for s in splits.SUBSETS}
+    self.assertLen(alphabets['val'], 5)  # whole alphabets held out, none shared with training
+    self.assertFalse(alphabets['val'] & alphabets['train'])
+    self.assertEqual((len(alphabets['train']), len(alphabets['test'])), (25, 20))
+    self.assertTrue(all(a.startswith('background/') for a in alphabets['val']))
 
 
 class SamplerTest(parameterized.TestCase):
@@ -257,6 +263,64 @@ class SamplerTest(parameterized.TestCase):
       return i
     with self.assertRaisesRegex(RuntimeError, 'bad batch 3'):
       list(episodes.prefetch(make, 0, 10))
+
+  def grouped(self, ways=10, shots=1, query=2, **kwargs):
+    """Characters 0-9 are group 0, 10-27 group 1, 28-29 group 2 (8 classes, too few)."""
+    classes = np.stack(np.meshgrid(np.arange(30), np.arange(4), indexing='ij'), -1).reshape(-1, 2)
+    groups = np.select([classes[:, 0] < 10, classes[:, 0] < 28], [0, 1], 2)
+    return episodes.EpisodeSampler(helpers.fake_images(), classes, ways, shots, query, 0,
+                                   groups=groups, **kwargs)
+
+  def test_episodes_within_one_group(self):
+    sampler = self.grouped()
+    self.assertEqual(sampler.skipped_groups, [(2, 8)])
+    seen = set()
+    for i in range(40):
+      task = sampler.episode(np.random.default_rng(i))
+      characters = {c for c, _, _ in self.identify(np.concatenate([task.support.x,
+                                                                   task.query.x]))}
+      group = {0 if c < 10 else 1 if c < 28 else 2 for c in characters}
+      self.assertLen(group, 1)
+      seen |= group
+      chosen = sampler.choose(np.random.default_rng(i))  # the episode's classes, in label order
+      self.assertEqual([c for c, _, _ in self.identify(task.support.x)], list(chosen[:, 0]))
+    self.assertEqual(seen, {0, 1})  # both large groups, never the small one
+
+  def test_shared_drawings_are_one_drawer_for_every_class(self):
+    sampler = self.grouped(shots=1, query=3, shared_drawings=True)
+    plain = self.grouped(shots=1, query=3)
+    mixed = 0
+    for i in range(20):
+      task = sampler.episode(np.random.default_rng(i))
+      support = self.identify(task.support.x)
+      query = self.identify(task.query.x)
+      self.assertLen({d for _, d, _ in support}, 1)  # one drawing index for all 10 classes
+      by_class = {}
+      for c, d, r in query:
+        by_class.setdefault((c, r), set()).add(d)
+      self.assertLen({frozenset(v) for v in by_class.values()}, 1)  # the same 3 drawers
+      self.assertNotIn(support[0][1], next(iter(by_class.values())))
+      mixed += len({d for _, d, _ in self.identify(plain.episode(
+          np.random.default_rng(i)).support.x)}) > 1
+    self.assertGreater(mixed, 15)  # without the option, drawings differ between classes
+
+  def test_groups_too_small_for_the_ways_are_a_clear_error(self):
+    with self.assertRaisesRegex(ValueError, r'ways=80: episodes within one group need a group '
+                                r'of at least 80 classes; the largest group .* has 72'):
+      self.grouped(ways=80)
+
+  @parameterized.parameters(
+      (dict(within_alphabet=True), dict(episodes='variable'),
+       r'--within_alphabet=True: takes fixed episodes'),
+      (dict(paired_drawers=True), dict(episodes='variable'),
+       r'--paired_drawers=True: takes fixed episodes'),
+      (dict(paired_drawers=True, data_source='tfds'), {},
+       r'--paired_drawers=True: needs the drawers, which tfds does not keep'),
+  )
+  def test_lakes_episode_options_refuse_what_they_cannot_do(self, settings, spec, message):
+    with self.assertRaisesRegex(ValueError, message):  # before any data is read
+      omniglot.make_source(omniglot.OmniglotSettings(data_dir='/nonexistent', **settings),
+                           EpisodeSpec(**spec))
 
   @parameterized.parameters(
       (dict(ways=121), r'ways=121: the train split has only 120 classes'),

@@ -2,7 +2,10 @@
 
 An episode picks N classes without replacement, gives them the labels
 0..N-1 in random order, and draws K support and Q query images per class with
-no image in both. A class is a (character, rotation) pair, so rotated copies
+no image in both. Optionally (Lake et al. 2015's one-shot protocol) the N
+classes come from one group (Omniglot: one alphabet), and the drawings are
+the same for every class (Omniglot: drawing i of every character is drawer
+i's, so the support set is one person's and the queries another's). A class is a (character, rotation) pair, so rotated copies
 of a character are separate classes and the rotation is applied per class.
 Batch `step` of a sampler depends only on (seed, step): a resumed run sees the
 same episodes as an uninterrupted one.
@@ -38,12 +41,19 @@ class EpisodeSampler:
       (e.g. ('train_ways', 'query'), ('ways', 'eval_query')).
     counts: images per character, for `images` of every image in one array.
     class_names: the characters' names, for error messages.
+    groups: int [num_classes]: each class's group (e.g. alphabet); an episode
+      then takes its N classes from one group, drawn uniformly among the
+      groups with at least N classes.
+    group_names: the groups' names, for error messages and `summary`.
+    shared_drawings: the same drawing indices for every class of an episode
+      (needs the same number of images per character).
   """
 
   def __init__(self, images: np.ndarray, classes: np.ndarray, ways: int, shots: int,
                query: int, seed: int, name: str = 'train', transform=None,
                names: tuple[str, str] = ('ways', 'query'), counts: Optional[np.ndarray] = None,
-               class_names: Optional[list[str]] = None):
+               class_names: Optional[list[str]] = None, groups: Optional[np.ndarray] = None,
+               group_names: Optional[list[str]] = None, shared_drawings: bool = False):
     self.classes = np.asarray(classes)
     if counts is None:  # [characters, drawings, ...]: seen as one array of images
       self.dense = True
@@ -67,16 +77,45 @@ class EpisodeSampler:
                if class_names is not None else 'each class has only')
       raise ValueError(f'shots={shots} plus {query_name}={query} is {shots + query} images '
                        f'per class, but {which} {self.counts[fewest]}')
+    self.shared_drawings = shared_drawings
+    if shared_drawings and not np.all(self.counts[self.classes[:, 0]] == self.counts[0]):
+      raise ValueError(f'the same drawings for every class need the same number of images per '
+                       f'class; the {name} split has from {self.counts.min()} to '
+                       f'{self.counts.max()}')
+    self.groups = None
+    if groups is not None:
+      self.groups = np.asarray(groups)
+      if self.groups.shape != (len(self.classes),):
+        raise ValueError(f'groups must give one group per class: {len(self.classes)} classes, '
+                         f'groups of shape {self.groups.shape}')
+      ids, sizes = np.unique(self.groups, return_counts=True)
+      self.members = [np.flatnonzero(self.groups == g) for g in ids[sizes >= ways]]
+      self.skipped_groups = [(int(g), int(k)) for g, k in zip(ids, sizes) if k < ways]
+      self.group_names = group_names
+      if not self.members:
+        raise ValueError(f'{ways_name}={ways}: episodes within one group need a group of at '
+                         f'least {ways} classes; the largest group of the {name} split has '
+                         f'{sizes.max()}')
 
   def episode(self, rng: np.random.Generator) -> Task:
     n, k, q = self.ways, self.shots, self.query
-    chosen = self.classes[rng.choice(len(self.classes), n, replace=False)]
-    drawings = self.draw(rng, chosen[:, 0], k + q)
+    chosen = self.choose(rng)
+    if self.shared_drawings:
+      drawings = np.tile(rng.permutation(self.counts[chosen[0, 0]])[:k + q], (n, 1))
+    else:
+      drawings = self.draw(rng, chosen[:, 0], k + q)
     x = self._load(chosen, drawings, rng)  # [n, k + q, H, W, C]
     labels = np.repeat(np.arange(n, dtype=np.int32)[:, None], k + q, axis=1)
     flat = lambda a: a.reshape((-1,) + a.shape[2:])
     return Task(Split(flat(x[:, :k]), flat(labels[:, :k])),
                 Split(flat(x[:, k:]), flat(labels[:, k:])))
+
+  def choose(self, rng: np.random.Generator) -> np.ndarray:
+    """int [ways, 2]: an episode's classes, in label order (its first draws from `rng`)."""
+    if self.groups is None:
+      return self.classes[rng.choice(len(self.classes), self.ways, replace=False)]
+    members = self.members[rng.integers(len(self.members))]
+    return self.classes[members[rng.choice(len(members), self.ways, replace=False)]]
 
   def labelled_batch(self, index: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Batch `index` of ordinary supervised learning over every class of the split.

@@ -245,6 +245,12 @@ class OmniglotSettings(settings_lib.Section):
   rotations: Optional[bool] = setting(None, 'rotations by 90/180/270 degrees as new classes '
                                       '(default: on for vinyals, off for lake)')
   augment: bool = setting(False, 'random 2-pixel shifts of training images')
+  within_alphabet: bool = setting(False, 'the classes of each episode from one alphabet, as '
+                                  'in Lake et al. 2015\'s one-shot task (alphabets with fewer '
+                                  'classes than the episode\'s ways are skipped)')
+  paired_drawers: bool = setting(False, 'the same drawers for every class of an episode: the '
+                                 'support images by one drawer, the queries by others (Lake '
+                                 'et al. 2015)')
 
   def resolved(self) -> 'OmniglotSettings':
     rotations = self.split == 'vinyals' if self.rotations is None else self.rotations
@@ -258,9 +264,29 @@ def class_names(characters: list[str], classes: np.ndarray, rotations: bool) -> 
   return [f'{characters[c]}/rot{90 * t}' for c, t in classes]
 
 
+def _small_alphabets(characters, split, rotations, alphabet_of, alphabets, spec) -> str:
+  """'; skipped: ...' naming the alphabets too small for the episodes, or ''."""
+  skipped = []
+  for subset, ways in (('train', spec.train_ways), ('val', spec.ways), ('test', spec.ways)):
+    groups = alphabet_of[splits.classes(characters, split, subset, rotations)[:, 0]]
+    ids, sizes = np.unique(groups, return_counts=True)
+    small = [f'{alphabets[g].split("/")[1]} ({k})' for g, k in zip(ids, sizes) if k < ways]
+    if small:
+      skipped.append(f'{subset} ({ways} ways): {", ".join(small)}')
+  return '; skipped, too few classes: ' + '; '.join(skipped) if skipped else ''
+
+
 def make_source(settings: OmniglotSettings, spec: EpisodeSpec,
                 show_progress: bool = True) -> episodes.EpisodeSource:
   """Episodes of `settings.split`'s classes, from the files or from tfds."""
+  if settings.within_alphabet and spec.episodes == 'variable':
+    settings_lib.fail('within_alphabet', True, 'takes fixed episodes (--episodes=fixed); '
+                      'variable episodes draw their own ways')
+  if settings.paired_drawers and spec.episodes == 'variable':
+    settings_lib.fail('paired_drawers', True, 'takes fixed episodes (--episodes=fixed)')
+  if settings.paired_drawers and settings.data_source == 'tfds':
+    settings_lib.fail('paired_drawers', True, 'needs the drawers, which tfds does not keep '
+                      '(its drawings come in record order); use --data_source=files')
   if settings.data_source == 'tfds':
     data = load_tfds(settings.data_dir, show_progress=show_progress)
     title = f'omniglot from tfds in {settings.data_dir or "~/tensorflow_datasets"}'
@@ -270,12 +296,16 @@ def make_source(settings: OmniglotSettings, spec: EpisodeSpec,
     title = f'omniglot from {data_dir}'
     files = functools.cache(lambda: character_files(data_dir))
   split, rotations = settings.split, settings.resolved().rotations
+  alphabets = sorted({splits.alphabet(c) for c in data.characters})
+  alphabet_of = np.array([alphabets.index(splits.alphabet(c)) for c in data.characters])
 
   def sampler(subset, seed):
+    classes = splits.classes(data.characters, split, subset, rotations)
     return episodes.make_sampler(
-        spec, subset, data.images, splits.classes(data.characters, split, subset, rotations),
-        seed, name=f'{split} {subset}',
-        transform=augment if settings.augment and subset == 'train' else None)
+        spec, subset, data.images, classes, seed, name=f'{split} {subset}',
+        transform=augment if settings.augment and subset == 'train' else None,
+        groups=alphabet_of[classes[:, 0]] if settings.within_alphabet else None,
+        group_names=alphabets, shared_drawings=settings.paired_drawers)
 
   def split_info(subset):
     classes = splits.classes(data.characters, split, subset, rotations)
@@ -299,6 +329,13 @@ def make_source(settings: OmniglotSettings, spec: EpisodeSpec,
            + (', each rotated by 0, 90, 180 and 270 degrees' if rotations else '')]
   if settings.augment:
     notes.append('training images shifted at random by up to 2 pixels (augment=True)')
+  if settings.within_alphabet:
+    notes.append('episodes within one alphabet (within_alphabet=True), drawn uniformly among '
+                 'the alphabets with at least as many classes as the episode\'s ways'
+                 + _small_alphabets(data.characters, split, rotations, alphabet_of, alphabets,
+                                    spec))
+  if settings.paired_drawers:
+    notes.append('the same drawers for every class of an episode (paired_drawers=True)')
   held_out = {split: functools.partial(sampler, split, seed)
               for split, seed in registry.EVAL_SEEDS.items()}
   size = data.images.shape[-1]

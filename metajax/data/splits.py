@@ -5,9 +5,11 @@
   `splits/omniglot_vinyals.json` with its sha256 (see the file's description);
   rotations by 0/90/180/270 degrees make four classes of each character, in
   every split (Vinyals et al. 2016; Ravi & Larochelle 2017 for validation).
-- `lake`: the background set for meta-training (less 100 of its characters,
-  drawn with `RandomState(0)` and held out for validation) and the evaluation
-  set for meta-testing (Lake et al. 2015); no rotations unless asked for.
+- `lake`: the background set for meta-training, less 5 of its alphabets held
+  out for validation (drawn with `RandomState(0)` among the background
+  alphabets of at least 20 characters, so that 20-way episodes within one of
+  them exist), and the evaluation set for meta-testing (Lake et al. 2015); no
+  rotations unless asked for.
 """
 
 import hashlib
@@ -32,11 +34,31 @@ def vinyals_characters() -> dict[str, list[str]]:
   return split
 
 
+LAKE_VAL_ALPHABETS = 5
+LAKE_VAL_MIN_CHARACTERS = 20
+
+
+def alphabet(character: str) -> str:
+  """'<set>/<Alphabet>' of a character named '<set>/<Alphabet>/characterNN'."""
+  return character.rsplit('/', 1)[0]
+
+
+def lake_val_alphabets(characters: list[str]) -> list[str]:
+  """The background alphabets the `lake` split holds out for validation, sorted."""
+  sizes: dict[str, int] = {}
+  for c in characters:
+    if c.startswith('background/'):
+      sizes[alphabet(c)] = sizes.get(alphabet(c), 0) + 1
+  eligible = sorted(a for a, n in sizes.items() if n >= LAKE_VAL_MIN_CHARACTERS)
+  order = np.random.RandomState(0).permutation(len(eligible))[:LAKE_VAL_ALPHABETS]
+  return sorted(eligible[i] for i in order)
+
+
 def lake_characters(characters: list[str]) -> dict[str, list[str]]:
   background = [c for c in characters if c.startswith('background/')]
-  held = set(background[i] for i in np.random.RandomState(0).permutation(len(background))[:100])
-  return {'train': [c for c in background if c not in held],
-          'val': [c for c in background if c in held],
+  held = set(lake_val_alphabets(characters))
+  return {'train': [c for c in background if alphabet(c) not in held],
+          'val': [c for c in background if alphabet(c) in held],
           'test': [c for c in characters if c.startswith('evaluation/')]}
 
 

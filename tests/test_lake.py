@@ -1,0 +1,161 @@
+"""Lake et al.'s one-shot protocol: within-alphabet episodes, paired drawers, `experiments/lake.py`."""
+
+import importlib.util
+import json
+import os
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import numpy as np
+import pytest
+
+from metajax import rundir
+from tests.helpers import OMNIGLOT_DIR, REPO, script
+
+
+def _lake_module():
+  spec = importlib.util.spec_from_file_location('lake', os.path.join(REPO, 'experiments',
+                                                                     'lake.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _train(workdir, *args, steps=3, channels=8):
+  out = script('train.py', f'--workdir={workdir}', '--dataset=omniglot', '--algorithm=protonet',
+               '--train_ways=20', '--shots=1', '--query=1', f'--channels={channels}',
+               f'--num_steps={steps}', '--eval_tasks=4', '--progress=false', *args)
+  assert out.returncode == 0, out.stderr
+  return workdir
+
+
+@pytest.mark.omniglot
+class EvaluationEpisodesTest(parameterized.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.lake = _lake_module()
+    cls.characters, cls.images = cls.lake.evaluation_set(OMNIGLOT_DIR)
+
+  def test_the_evaluation_set_at_full_size(self):
+    self.assertEqual(self.images.shape, (659, 20, 105, 105))
+    self.assertLen({c.split('/')[0] for c in self.characters}, 20)
+    self.assertEqual(self.images.dtype, np.uint8)
+    self.assertGreater(self.images.mean(), 200)  # as drawn: paper white, strokes dark
+
+  def test_episodes_are_one_alphabet_one_drawer_against_another(self):
+    sampler = self.lake.sampler(self.characters, self.images, seed=0)
+    seen = set()
+    for i in range(30):
+      task = sampler.episode(np.random.default_rng([0, i]))
+      chosen = sampler.choose(np.random.default_rng([0, i]))[:, 0]
+      self.assertEqual(task.support.x.shape, (20, 105, 105, 1))
+      self.assertEqual(task.query.x.shape, (20, 105, 105, 1))
+      alphabets = {self.characters[c].split('/')[0] for c in chosen}
+      self.assertLen(alphabets, 1)
+      seen |= alphabets
+      self.assertLen(set(chosen), 20)
+      drawers = []
+      for split in (task.support, task.query):
+        common = set(range(20))  # the drawers whose drawings every image of the split is
+        for x, y in zip(split.x, split.y):
+          pixels = np.round(x[..., 0] * 255).astype(np.uint8)
+          common &= {d for d in range(20) if np.array_equal(self.images[chosen[y], d], pixels)}
+        drawers.append(common)
+      support, query = drawers
+      self.assertTrue(support)  # one drawer drew every support image
+      self.assertTrue(query)  # and one every query
+      self.assertFalse(len(support | query) == 1)  # not the same one
+    self.assertGreater(len(seen), 10)  # episodes spread over the 20 alphabets
+
+
+@pytest.mark.omniglot
+@pytest.mark.slow
+class LakeScriptTest(parameterized.TestCase):
+
+  def test_scores_episodes_and_lakes_runs_with_a_loaded_learner(self):
+    lake = _lake_module()
+    workdir = _train(os.path.join(self.create_tempdir().full_path, 'run'), '--split=lake',
+                     '--within_alphabet', '--paired_drawers', '--ways=20', steps=30,
+                     channels=16)
+    out = script('lake.py', f'--workdir={workdir}', '--num_episodes=40')
+    self.assertEqual(out.returncode, 0, out.stderr)
+    self.assertRegex(out.stdout, r'error [\d.]+ \+- [\d.]+ % over 40 episodes of 20-way 1-shot')
+    self.assertNotIn('WARNING', out.stdout)
+    with open(os.path.join(workdir, 'eval.json')) as f:
+      record = [r for r in json.load(f) if r['split'] == 'lake_one_shot'][0]
+    self.assertEqual((record['num_tasks'], record['ways'], record['shots'], record['query']),
+                     (40, 20, 1, 1))
+    self.assertEqual(record['evaluation_characters_in_training'], 0)
+    self.assertLess(record['mean'], 0.9)  # chance: 19/20 wrong (30 steps: about 0.8)
+    self.assertEqual(set(record['per_alphabet']),
+                     set(self.alphabets_of(lake, 40)))
+
+    # Lake's published layout: run folders, class_labels.txt pairing each test
+    # image with its training image, paths relative to the runs' folder.
+    characters, images = lake.evaluation_set(OMNIGLOT_DIR)
+    runs = self.create_tempdir().full_path
+    rng = np.random.default_rng(0)
+    expected = {}
+    learner = rundir.load_learner(workdir)
+    for r, alphabet in enumerate(['Angelic', 'Tengwar'], 1):
+      name = f'run{r:02d}'
+      chars = [i for i, c in enumerate(characters) if c.startswith(alphabet + '/')][:20]
+      order = rng.permutation(20)  # training image j shows character chars[order[j]]
+      for sub in ('training', 'test'):
+        os.makedirs(os.path.join(runs, name, sub))
+      lines = []
+      for j in range(20):
+        _save(images[chars[order[j]], 3], os.path.join(runs, name, 'training',
+                                                       f'class{j + 1:02d}.png'))
+      for i in range(20):
+        _save(images[chars[i], 11], os.path.join(runs, name, 'test', f'item{i + 1:02d}.png'))
+        lines.append(f'{name}/test/item{i + 1:02d}.png '
+                     f'{name}/training/class{int(np.flatnonzero(order == i)[0]) + 1:02d}.png')
+      with open(os.path.join(runs, name, 'class_labels.txt'), 'w') as f:
+        f.write('\n'.join(lines[k] for k in rng.permutation(20)) + '\n')
+      # Independently: the learner on the arrays, labels the characters themselves.
+      predicted = learner.predict(images[[chars[order[j]] for j in range(20)], 3],
+                                  [chars[order[j]] for j in range(20)],
+                                  images[chars, 11])
+      expected[name] = float(np.mean(predicted != np.array(chars)))
+    out = script('lake.py', f'--workdir={workdir}', f'--runs_dir={runs}')
+    self.assertEqual(out.returncode, 0, out.stderr)
+    self.assertIn('over 2 runs of 20-way 1-shot', out.stdout)
+    with open(os.path.join(workdir, 'eval.json')) as f:
+      records = [r for r in json.load(f) if r['split'] == 'lake_one_shot']
+    self.assertLen(records, 2)  # the episodes' record is kept beside the runs'
+    self.assertEqual(records[1]['per_run'], expected)
+    self.assertAlmostEqual(records[1]['mean'], np.mean(list(expected.values())))
+
+    empty = self.create_tempdir().full_path
+    out = script('lake.py', f'--workdir={workdir}', f'--runs_dir={empty}')
+    self.assertNotEqual(out.returncode, 0)
+    self.assertIn(f'--runs_dir={empty}: no run folders (run01 ... run20) in it', out.stderr)
+
+  def test_a_run_that_trained_on_evaluation_alphabets_is_flagged(self):
+    workdir = _train(os.path.join(self.create_tempdir().full_path, 'run'))  # the vinyals split
+    out = script('lake.py', f'--workdir={workdir}', '--num_episodes=4')
+    self.assertEqual(out.returncode, 0, out.stderr)
+    self.assertRegex(out.stdout, r'WARNING: \d+ of the run\'s training classes are characters '
+                     r'of the evaluation set')
+    with open(os.path.join(workdir, 'eval.json')) as f:
+      record = [r for r in json.load(f) if r['split'] == 'lake_one_shot'][0]
+    self.assertGreater(record['evaluation_characters_in_training'], 1000)
+
+  @staticmethod
+  def alphabets_of(lake, num_episodes):
+    characters, images = lake.evaluation_set(OMNIGLOT_DIR)
+    sampler = lake.sampler(characters, images, seed=0)
+    return {characters[sampler.choose(np.random.default_rng([0, i]))[0, 0]].split('/')[0]
+            for i in range(num_episodes)}
+
+
+def _save(pixels, path):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  Image.fromarray(pixels).save(path)
+
+
+if __name__ == '__main__':
+  absltest.main()
