@@ -49,7 +49,16 @@ class TrainedLearner:
 
   def predict(self, support_images, support_labels, query_images,
               num_steps: Optional[int] = None) -> np.ndarray:
-    """Labels (from `support_labels`) predicted for each query image.
+    """Labels (from `support_labels`) predicted for each query image, in its order.
+
+    The argmax of `logits` (which describes the arguments and the errors).
+    """
+    classes, logits = self.logits(support_images, support_labels, query_images, num_steps)
+    return classes[np.argmax(logits, -1)]
+
+  def logits(self, support_images, support_labels, query_images,
+             num_steps: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+    """The classes of the support set and the learner's scores of each query for each.
 
     Each images argument is one of: a path (str or os.PathLike) of an image
     file, or of a folder whose image files (sorted by name) are the set; a
@@ -64,7 +73,9 @@ class TrainedLearner:
       num_steps: inner steps of adaptation (default: as in training).
 
     Returns:
-      One label per query image, in the order of `query_images`.
+      (classes, logits): the distinct `support_labels`, sorted, and float
+      logits [number of query images, len(classes)], column j the score of
+      `classes[j]` (softmax gives the learner's probabilities).
 
     Raises:
       ValueError: naming the argument, for an empty set, a path that does
@@ -89,7 +100,7 @@ class TrainedLearner:
                     jnp.asarray(y, jnp.int32))
     logits = self._logits(self.theta, support,
                           jnp.asarray(self._prepare(query, 'query_images')), num_steps)
-    return classes[np.asarray(jnp.argmax(logits[:, :len(classes)], -1))]
+    return classes, np.asarray(logits[:, :len(classes)])
 
 
 def _read(images, name: str) -> Union[np.ndarray, list]:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from metajax import rundir
+from metajax.data import omniglot
 from tests.helpers import OMNIGLOT_DIR, REPO, script
 
 
@@ -129,6 +130,16 @@ class LakeScriptTest(parameterized.TestCase):
     self.assertEqual(records[1]['per_run'], expected)
     self.assertAlmostEqual(records[1]['mean'], np.mean(list(expected.values())))
 
+    # An ensemble of the run with itself, each member averaged over the images
+    # and a distorted copy: another protocol, kept beside the others.
+    out = script('lake.py', f'--workdir={workdir},{workdir}', '--tta=2', '--num_episodes=5')
+    self.assertEqual(out.returncode, 0, out.stderr)
+    with open(os.path.join(workdir, 'eval.json')) as f:
+      records = [r for r in json.load(f) if r['split'] == 'lake_one_shot']
+    self.assertLen(records, 3)
+    self.assertIn('test-time augmentation x2, ensemble of', records[2]['source'])
+    self.assertEqual(records[2]['algorithm'], 'protonet+protonet')
+
     empty = self.create_tempdir().full_path
     out = script('lake.py', f'--workdir={workdir}', f'--runs_dir={empty}')
     self.assertNotEqual(out.returncode, 0)
@@ -138,8 +149,8 @@ class LakeScriptTest(parameterized.TestCase):
     workdir = _train(os.path.join(self.create_tempdir().full_path, 'run'))  # the vinyals split
     out = script('lake.py', f'--workdir={workdir}', '--num_episodes=4')
     self.assertEqual(out.returncode, 0, out.stderr)
-    self.assertRegex(out.stdout, r'WARNING: \d+ of the run\'s training classes are characters '
-                     r'of the evaluation set')
+    self.assertRegex(out.stdout, r'WARNING: \d+ of the training classes of .*run are '
+                     r'characters of the evaluation set')
     with open(os.path.join(workdir, 'eval.json')) as f:
       record = [r for r in json.load(f) if r['split'] == 'lake_one_shot'][0]
     self.assertGreater(record['evaluation_characters_in_training'], 1000)
@@ -150,6 +161,35 @@ class LakeScriptTest(parameterized.TestCase):
     sampler = lake.sampler(characters, images, seed=0)
     return {characters[sampler.choose(np.random.default_rng([0, i]))[0, 0]].split('/')[0]
             for i in range(num_episodes)}
+
+
+class AffineTest(absltest.TestCase):
+
+  def test_no_distortion_is_the_identity(self):
+    x = np.random.default_rng(0).random((3, 105, 105)).astype(np.float32)
+    same = omniglot.random_affine(x, np.random.default_rng(1), 1.0, rotation=0, shear=0,
+                                  scale=(1, 1), shift=0)
+    np.testing.assert_allclose(same, x, atol=1e-6)
+
+  def test_a_dot_lands_where_the_affine_map_sends_it(self):
+    # A blob away from the centre; its ink-weighted centroid is mapped by
+    # x -> A (x - c) + c + t, A = rotation @ shear @ scale, computed here by hand.
+    x = np.zeros((6, 105, 105), np.float32)
+    x[:, 30:36, 65:71] = 1.0
+    out = omniglot.random_affine(x, np.random.default_rng(4), 0.0)
+    rng = np.random.default_rng(4)  # the same draws, in the function's order
+    theta = np.deg2rad(rng.uniform(-10, 10, 6))
+    rho, s = rng.uniform(-0.3, 0.3, (6, 2)), rng.uniform(0.8, 1.2, (6, 2))
+    t = rng.uniform(-2 / 105, 2 / 105, (6, 2)) * 105
+    centre = np.array([52.0, 52.0])
+    rows, cols = np.mgrid[:105, :105]
+    for i in range(6):
+      a = (np.array([[np.cos(theta[i]), -np.sin(theta[i])], [np.sin(theta[i]), np.cos(theta[i])]])
+           @ np.array([[1, rho[i, 0]], [rho[i, 1], 1]]) @ np.diag(s[i]))
+      expected = a @ (np.array([67.5, 32.5]) - centre) + centre + t[i]  # (x, y)
+      got = np.array([(out[i] * cols).sum(), (out[i] * rows).sum()]) / out[i].sum()
+      np.testing.assert_allclose(got, expected, atol=0.5)
+      self.assertAlmostEqual(out[i].sum() / x[i].sum(), abs(np.linalg.det(a)), delta=0.1)
 
 
 def _save(pixels, path):

@@ -208,6 +208,36 @@ def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   return out.reshape(shape)
 
 
+def random_affine(images: np.ndarray, rng: np.random.Generator, fill: float,
+                  rotation: float = 10.0, shear: float = 0.3, scale=(0.8, 1.2),
+                  shift: float = 2.0 / 105) -> np.ndarray:
+  """Random affine distortions of float images [n, H, W] (Koch et al. 2015's ranges).
+
+  Each image is rotated by up to `rotation` degrees, sheared by up to `shear`
+  on each axis, scaled by a factor in `scale` on each axis and shifted by up
+  to `shift` of its side, about its centre, resampled bilinearly; pixels from
+  outside the image are `fill` (1.0 for paper-white drawings).
+  """
+  out = np.empty(images.shape, np.float32)
+  n, h, w = images.shape
+  theta = np.deg2rad(rng.uniform(-rotation, rotation, n))
+  rho = rng.uniform(-shear, shear, (n, 2))
+  s = rng.uniform(scale[0], scale[1], (n, 2))
+  t = rng.uniform(-shift, shift, (n, 2)) * np.array([w, h])
+  centre = np.array([(w - 1) / 2, (h - 1) / 2])
+  for i in range(n):
+    c, si = np.cos(theta[i]), np.sin(theta[i])
+    forward = (np.array([[c, -si], [si, c]]) @ np.array([[1, rho[i, 0]], [rho[i, 1], 1]])
+               @ np.diag(s[i]))
+    inverse = np.linalg.inv(forward)  # PIL maps each output pixel to its input position
+    offset = centre - inverse @ (centre + t[i])
+    image = Image.fromarray(np.asarray(images[i], np.float32), mode='F')
+    out[i] = np.asarray(image.transform(
+        (w, h), Image.Transform.AFFINE, (*inverse[0], offset[0], *inverse[1], offset[1]),
+        resample=Image.Resampling.BILINEAR, fillcolor=fill))
+  return out
+
+
 def prepare_images(images, size: int = 28) -> np.ndarray:
   """Raw drawings -> float32 [n, size, size, 1], strokes = 1, as in training.
 
