@@ -309,6 +309,20 @@ class SamplerTest(parameterized.TestCase):
                                 r'of at least 80 classes; the largest group .* has 72'):
       self.grouped(ways=80)
 
+  def test_training_transforms_compose_as_the_settings_ask(self):
+    x = helpers.fake_images()[:2, :3, ..., None].astype(np.float32) / 255.0  # [2, 3, 8, 8, 1]
+    transform = lambda **kw: omniglot._transform(omniglot.OmniglotSettings(**kw))
+    self.assertIsNone(transform())
+    shifted = transform(augment=True)(x, np.random.default_rng(5))
+    np.testing.assert_array_equal(shifted, omniglot.augment(x, np.random.default_rng(5)))
+    distorted = transform(distort=True)(x, np.random.default_rng(5))
+    self.assertEqual(distorted.shape, x.shape)
+    self.assertFalse(np.allclose(distorted, x))
+    rng = np.random.default_rng(5)
+    both = omniglot.augment(omniglot.distort(x, rng), rng)  # distortions first, then shifts
+    np.testing.assert_array_equal(transform(distort=True, augment=True)(x, np.random.default_rng(5)),
+                                  both)
+
   @parameterized.parameters(
       (dict(within_alphabet=True), dict(episodes='variable'),
        r'--within_alphabet=True: takes fixed episodes'),

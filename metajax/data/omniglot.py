@@ -275,6 +275,8 @@ class OmniglotSettings(settings_lib.Section):
   rotations: Optional[bool] = setting(None, 'rotations by 90/180/270 degrees as new classes '
                                       '(default: on for vinyals, off for lake)')
   augment: bool = setting(False, 'random 2-pixel shifts of training images')
+  distort: bool = setting(False, 'random affine distortions of training images: rotation, '
+                          'shear, scale and shift in Koch et al. 2015\'s ranges')
   within_alphabet: bool = setting(False, 'the classes of each episode from one alphabet, as '
                                   'in Lake et al. 2015\'s one-shot task (alphabets with fewer '
                                   'classes than the episode\'s ways are skipped)')
@@ -292,6 +294,25 @@ def class_names(characters: list[str], classes: np.ndarray, rotations: bool) -> 
   if not rotations:
     return [characters[c] for c, _ in classes]
   return [f'{characters[c]}/rot{90 * t}' for c, t in classes]
+
+
+def distort(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """`random_affine` of float images [..., H, W, 1] with bright strokes on black."""
+  flat = x.reshape((-1,) + x.shape[-3:-1])
+  return random_affine(flat, rng, fill=0.0).reshape(x.shape)
+
+
+def _transform(settings: OmniglotSettings):
+  """The training images' transform: distortions, then shifts, as the settings ask."""
+  steps = [f for f, on in ((distort, settings.distort), (augment, settings.augment)) if on]
+  if not steps:
+    return None
+
+  def transform(x, rng):
+    for step in steps:
+      x = step(x, rng)
+    return x
+  return transform
 
 
 def _small_alphabets(characters, split, rotations, alphabet_of, alphabets, spec) -> str:
@@ -333,7 +354,7 @@ def make_source(settings: OmniglotSettings, spec: EpisodeSpec,
     classes = splits.classes(data.characters, split, subset, rotations)
     return episodes.make_sampler(
         spec, subset, data.images, classes, seed, name=f'{split} {subset}',
-        transform=augment if settings.augment and subset == 'train' else None,
+        transform=_transform(settings) if subset == 'train' else None,
         groups=alphabet_of[classes[:, 0]] if settings.within_alphabet else None,
         group_names=alphabets, shared_drawings=settings.paired_drawers)
 
@@ -359,6 +380,9 @@ def make_source(settings: OmniglotSettings, spec: EpisodeSpec,
            + (', each rotated by 0, 90, 180 and 270 degrees' if rotations else '')]
   if settings.augment:
     notes.append('training images shifted at random by up to 2 pixels (augment=True)')
+  if settings.distort:
+    notes.append('training images distorted at random: rotation up to 10 degrees, shear up to '
+                 '0.3, scale 0.8 to 1.2 and shift up to 2/105 of the side (distort=True)')
   if settings.within_alphabet:
     notes.append('episodes within one alphabet (within_alphabet=True), drawn uniformly among '
                  'the alphabets with at least as many classes as the episode\'s ways'
