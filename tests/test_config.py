@@ -145,7 +145,7 @@ class DefaultsTest(parameterized.TestCase):
     cli.focus_help(argv, values)
     text = values.module_help('train.py')
     defined = set(re.findall(r'^  --(?:\[no\])?(\w+):', text, re.MULTILINE))
-    for absent in ('imaml_lambda', 'msl_steps', 'inner_lr', 'hidden', 'image_size'):
+    for absent in ('imaml_lambda', 'msl_steps', 'inner_lr', 'hidden', 'image_channels'):
       self.assertNotIn(absent, defined)
     for present in ('num_steps', 'train_ways', 'split', 'channels', 'rotations', 'algorithm'):
       self.assertIn(present, defined)

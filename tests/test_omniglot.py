@@ -59,6 +59,26 @@ class SourceTest(parameterized.TestCase):
                       source.summary().splitlines())
     self.assertEqual(seen[0], seen[1])
 
+  def test_image_size_sizes_the_episodes_the_model_and_prepare(self):
+    from metajax.data import DATASETS  # pylint: disable=g-import-not-at-top
+    tmp = self.create_tempdir().full_path
+    data_dir = helpers.make_subset(helpers.OMNIGLOT_DIR, os.path.join(tmp, 'data'), alphabets=1)
+    spec = DATASETS['omniglot']
+    lake = lambda chars: {'train': chars[:10], 'val': chars[10:20], 'test': chars[20:]}
+    with absltest.mock.patch.object(splits, 'lake_characters', lake), \
+        absltest.mock.patch.dict(os.environ, {cache_lib.ENV_CACHE_DIR: os.path.join(tmp, 'c')}):
+      source = spec.source(EpisodeSpec(ways=3, train_ways=3, query=2, eval_query=2),
+                           split='lake', data_dir=data_dir, image_size=14)
+      task = source.train_batch(0)
+      self.assertEqual(task.support.x.shape, (1, 3, 14, 14, 1))
+      self.assertIn('resized from 105x105 to 14x14', source.summary())
+    settings = spec.section(image_size=14)
+    self.assertEqual(spec.shape(settings), (14, 14, 1))
+    self.assertEqual(spec.prepare(np.ones((2, 105, 105), np.uint8) * 255, settings).shape,
+                     (2, 14, 14, 1))
+    with self.assertRaisesRegex(ValueError, r'--image_size=4: must be >= 8'):
+      spec.section(image_size=4)
+
   def test_cache_is_used_then_rebuilt_when_the_source_changes(self):
     tmp = self.create_tempdir().full_path
     data_dir = helpers.make_subset(helpers.OMNIGLOT_DIR, os.path.join(tmp, 'data'), alphabets=1)

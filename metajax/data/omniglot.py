@@ -274,6 +274,8 @@ class OmniglotSettings(settings_lib.Section):
                        'lake (background / evaluation)', choices=('vinyals', 'lake'))
   rotations: Optional[bool] = setting(None, 'rotations by 90/180/270 degrees as new classes '
                                       '(default: on for vinyals, off for lake)')
+  image_size: int = setting(28, 'side of the square images the 105x105 drawings are resized '
+                            'to', minimum=8, maximum=105)
   augment: bool = setting(False, 'random 2-pixel shifts of training images')
   distort: bool = setting(False, 'random affine distortions of training images: rotation, '
                           'shear, scale and shift in Koch et al. 2015\'s ranges')
@@ -339,10 +341,10 @@ def make_source(settings: OmniglotSettings, spec: EpisodeSpec,
     settings_lib.fail('paired_drawers', True, 'needs the drawers, which tfds does not keep '
                       '(its drawings come in record order); use --data_source=files')
   if settings.data_source == 'tfds':
-    data = load_tfds(settings.data_dir, show_progress=show_progress)
+    data = load_tfds(settings.data_dir, size=settings.image_size, show_progress=show_progress)
     title = f'omniglot from tfds in {settings.data_dir or "~/tensorflow_datasets"}'
   else:
-    data = load(settings.data_dir, show_progress=show_progress)
+    data = load(settings.data_dir, size=settings.image_size, show_progress=show_progress)
     data_dir = settings.data_dir or default_data_dir()
     title = f'omniglot from {data_dir}'
     files = functools.cache(lambda: character_files(data_dir))
@@ -399,12 +401,13 @@ def make_source(settings: OmniglotSettings, spec: EpisodeSpec,
 
 
 SPEC = registry.register(registry.DatasetSpec(
-    name='omniglot', task='classification', input_shape=(28, 28, 1), make_source=make_source,
+    name='omniglot', task='classification', make_source=make_source,
+    input_shape=lambda settings: (settings.image_size, settings.image_size, 1),
     settings=OmniglotSettings,
     # 5-way 1-shot with 15 queries per class (Vinyals et al. 2016, Finn et al. 2017), sized
     # for a 2-core CPU; each algorithm's paper protocol refines it (its dataset_defaults).
     defaults={'ways': 5, 'shots': 1, 'query': 15, 'meta_batch_size': 32, 'num_steps': 2000,
               'checkpoint_every': 250, 'log_every': 50, 'channels': 64},
-    prepare=lambda images, settings: prepare_images(images),
+    prepare=lambda images, settings: prepare_images(images, settings.image_size),
     default_data_dir=lambda settings: (default_data_dir() if settings.data_source == 'files'
                                        else None)))
