@@ -122,8 +122,9 @@ class FolderSourceTest(parameterized.TestCase):
     data = folders.load(data_dir, skip_unreadable=True, show_progress=False)
     self.assertEqual(data.skipped, ['class1/broken.png'])
     self.assertEqual(data.counts.tolist(), [4, 4, 4, 3, 4, 4])
-    with self.assertRaisesRegex(ValueError, r'--image_size=32: --dataset=omniglot does not use'):
-      DATASETS['omniglot'].section(image_size=32)
+    with self.assertRaisesRegex(ValueError, r'--image_channels=3: --dataset=omniglot does not '
+                                r'use'):
+      DATASETS['omniglot'].section(image_channels=3)
 
 
   def write_split(self, data_dir, split):
