@@ -51,7 +51,8 @@ flags.DEFINE_integer('step', None, 'checkpoint step (default: the best on valida
                      'kept one, else the latest)')
 flags.DEFINE_integer('inner_steps', None, 'inner steps of adaptation (default: as in training)')
 flags.DEFINE_string('data_dir', None, 'folder of the official Omniglot zips or their folders '
-                    '(default: $METAJAX_OMNIGLOT_DIR, else ~/.cache/metajax/omniglot)')
+                    '(default: the one the run recorded, else $METAJAX_OMNIGLOT_DIR, else '
+                    '~/.cache/metajax/omniglot)')
 flags.DEFINE_string('runs_dir', None, 'score Lake\'s 20 published runs in this folder '
                     '(run01 ... run20) instead of drawn episodes')
 flags.DEFINE_integer('tta', 1, 'test-time augmentation: average over the images and tta - 1 '
@@ -219,7 +220,8 @@ def main(argv):
                                  FLAGS.inner_steps)
       source = f'runs: {os.path.abspath(FLAGS.runs_dir)}'
     else:
-      data_dir = FLAGS.data_dir or omniglot.default_data_dir()
+      data_dir = (FLAGS.data_dir or learners[0].config.get('data_dir')
+                  or omniglot.default_data_dir())
       characters, images = evaluation_set(data_dir)
       errors, names = score_episodes(learners, sampler(characters, images, FLAGS.seed),
                                      FLAGS.num_episodes, FLAGS.seed, FLAGS.tta,

@@ -147,7 +147,9 @@ class LakeScriptTest(parameterized.TestCase):
 
   def test_a_run_that_trained_on_evaluation_alphabets_is_flagged(self):
     workdir = _train(os.path.join(self.create_tempdir().full_path, 'run'))  # the vinyals split
-    out = script('lake.py', f'--workdir={workdir}', '--num_episodes=4')
+    elsewhere = {k: v for k, v in os.environ.items() if k != 'METAJAX_OMNIGLOT_DIR'}
+    out = script('lake.py', f'--workdir={workdir}', '--num_episodes=4', env=elsewhere)  # the
+    # data folder the run recorded
     self.assertEqual(out.returncode, 0, out.stderr)
     self.assertRegex(out.stdout, r'WARNING: \d+ of the training classes of .*run are '
                      r'characters of the evaluation set')
