@@ -1,5 +1,6 @@
 """Lake et al.'s one-shot protocol: within-alphabet episodes, paired drawers, `experiments/lake.py`."""
 
+import functools
 import importlib.util
 import json
 import os
@@ -14,6 +15,7 @@ from metajax.data import omniglot
 from tests.helpers import OMNIGLOT_DIR, REPO, script
 
 
+@functools.cache  # its absl flags can be defined once per process
 def _lake_module():
   spec = importlib.util.spec_from_file_location('lake', os.path.join(REPO, 'experiments',
                                                                      'lake.py'))
