@@ -196,6 +196,19 @@ class AffineTest(absltest.TestCase):
       self.assertAlmostEqual(out[i].sum() / x[i].sum(), abs(np.linalg.det(a)), delta=0.1)
 
 
+class PresetTest(absltest.TestCase):
+
+  def test_the_lake_preset_is_the_protonet_preset_on_the_background_set(self):
+    from metajax import cli  # pylint: disable=g-import-not-at-top
+    from metajax.config import Config  # pylint: disable=g-import-not-at-top
+    config = cli.config_from_flagfile(os.path.join(REPO, 'experiments', 'configs',
+                                                   'omniglot_lake_protonet.flags'))
+    self.assertEqual(config, Config(algorithm='protonet', dataset='omniglot', split='lake',
+                                    rotations=True).validate())
+    self.assertEqual((config.train_ways, config.num_steps, config.within_alphabet),
+                     (60, 2000, False))
+
+
 def _save(pixels, path):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   Image.fromarray(pixels).save(path)
