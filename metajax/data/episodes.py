@@ -5,8 +5,9 @@ An episode picks N classes without replacement, gives them the labels
 no image in both. Optionally (Lake et al. 2015's one-shot protocol) the N
 classes come from one group (Omniglot: one alphabet), and the drawings are
 the same for every class (Omniglot: drawing i of every character is drawer
-i's, so the support set is one person's and the queries another's). A class is a (character, rotation) pair, so rotated copies
-of a character are separate classes and the rotation is applied per class.
+i's, so the support set is one person's and the queries another's). A class
+is a (character, rotation) pair, so rotated copies of a character are
+separate classes and the rotation is applied per class.
 Batch `step` of a sampler depends only on (seed, step): a resumed run sees the
 same episodes as an uninterrupted one.
 """
@@ -44,7 +45,7 @@ class EpisodeSampler:
     groups: int [num_classes]: each class's group (e.g. alphabet); an episode
       then takes its N classes from one group, drawn uniformly among the
       groups with at least N classes.
-    group_names: the groups' names, for error messages and `summary`.
+    group_names: the groups' names (kept for callers, e.g. to name an episode's alphabet).
     shared_drawings: the same drawing indices for every class of an episode
       (needs the same number of images per character).
   """
