@@ -41,7 +41,7 @@ from PIL import Image
 from metajax import cli
 from metajax import evaluate
 from metajax import rundir
-from metajax.data import episodes, omniglot, splits
+from metajax.data import episodes, omniglot, omniglot_augment, splits
 
 flags.DEFINE_list('workdir', None, 'run directory written by train.py; several (comma-'
                   'separated) average their probabilities', required=True)
@@ -129,8 +129,9 @@ def classify(learners, support_x, support_y, query_x, copies: int, rng, num_step
   total = 0.0
   for c in range(copies):
     if c:
-      support_x, query_x = (omniglot.random_affine(x[..., 0], rng, fill=1.0)[..., None]
-                            for x in (support_x, query_x))
+      support_x, query_x = (
+          omniglot_augment.random_affine(x[..., 0], rng, fill=1.0)[..., None]
+          for x in (support_x, query_x))
     for learner in learners:
       classes, logits = learner.logits(support_x, support_y, query_x, num_steps)
       p = np.exp(logits - logits.max(-1, keepdims=True))

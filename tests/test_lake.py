@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from metajax import rundir
-from metajax.data import omniglot
+from metajax.data import omniglot, omniglot_augment
 from tests.helpers import OMNIGLOT_DIR, REPO, script
 
 
@@ -171,8 +171,8 @@ class AffineTest(absltest.TestCase):
 
   def test_no_distortion_is_the_identity(self):
     x = np.random.default_rng(0).random((3, 105, 105)).astype(np.float32)
-    same = omniglot.random_affine(x, np.random.default_rng(1), 1.0, rotation=0, shear=0,
-                                  scale=(1, 1), shift=0)
+    same = omniglot_augment.random_affine(x, np.random.default_rng(1), 1.0, rotation=0, shear=0,
+                                          scale=(1, 1), shift=0)
     np.testing.assert_allclose(same, x, atol=1e-6)
 
   def test_a_dot_lands_where_the_affine_map_sends_it(self):
@@ -180,7 +180,7 @@ class AffineTest(absltest.TestCase):
     # x -> A (x - c) + c + t, A = rotation @ shear @ scale, computed here by hand.
     x = np.zeros((6, 105, 105), np.float32)
     x[:, 30:36, 65:71] = 1.0
-    out = omniglot.random_affine(x, np.random.default_rng(4), 0.0)
+    out = omniglot_augment.random_affine(x, np.random.default_rng(4), 0.0)
     rng = np.random.default_rng(4)  # the same draws, in the function's order
     theta = np.deg2rad(rng.uniform(-10, 10, 6))
     rho, s = rng.uniform(-0.3, 0.3, (6, 2)), rng.uniform(0.8, 1.2, (6, 2))

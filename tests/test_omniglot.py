@@ -13,7 +13,8 @@ from absl.testing import parameterized
 import numpy as np
 import pytest
 
-from metajax.data import cache as cache_lib, episodes, omniglot, omniglot_download, omniglot_tfds, splits
+from metajax.data import (cache as cache_lib, episodes, omniglot, omniglot_augment,
+                          omniglot_download, omniglot_tfds, splits)
 from metajax.data.source import EpisodeSpec
 from tests import helpers
 
@@ -331,17 +332,17 @@ class SamplerTest(parameterized.TestCase):
 
   def test_training_transforms_compose_as_the_settings_ask(self):
     x = helpers.fake_images()[:2, :3, ..., None].astype(np.float32) / 255.0  # [2, 3, 8, 8, 1]
-    transform = lambda **kw: omniglot._transform(omniglot.OmniglotSettings(**kw))
-    self.assertIsNone(transform())
-    shifted = transform(augment=True)(x, np.random.default_rng(5))
-    np.testing.assert_array_equal(shifted, omniglot.augment(x, np.random.default_rng(5)))
-    distorted = transform(distort=True)(x, np.random.default_rng(5))
+    transform = omniglot_augment.training_transform
+    self.assertIsNone(transform(False, False))
+    shifted = transform(False, True)(x, np.random.default_rng(5))
+    np.testing.assert_array_equal(shifted, omniglot_augment.augment(x, np.random.default_rng(5)))
+    distorted = transform(True, False)(x, np.random.default_rng(5))
     self.assertEqual(distorted.shape, x.shape)
     self.assertFalse(np.allclose(distorted, x))
     rng = np.random.default_rng(5)
-    both = omniglot.augment(omniglot.distort(x, rng), rng)  # distortions first, then shifts
-    np.testing.assert_array_equal(transform(distort=True, augment=True)(x, np.random.default_rng(5)),
-                                  both)
+    both = omniglot_augment.augment(omniglot_augment.distort(x, rng), rng)  # distortions first
+    np.testing.assert_array_equal(transform(True, True)(x, np.random.default_rng(5)), both)
+
 
   @parameterized.parameters(
       (dict(within_alphabet=True), dict(episodes='variable'),

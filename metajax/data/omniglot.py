@@ -28,7 +28,7 @@ from PIL import Image
 import tqdm
 
 from metajax import settings as settings_lib
-from metajax.data import catalog, episodes, images as images_lib, registry, splits
+from metajax.data import catalog, episodes, images as images_lib, omniglot_augment, registry, splits
 from metajax.data.catalog import count
 from metajax.data.source import EpisodeSpec
 from metajax.settings import setting
@@ -198,46 +198,6 @@ def load(data_dir: Optional[str] = None, cache_dir: Optional[str] = None, size: 
   return data
 
 
-def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-  """Random shifts of up to 2 pixels (zero padding) of float images [..., H, W, C]."""
-  shape = x.shape
-  x = x.reshape((-1,) + shape[-3:])
-  padded = np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)))
-  dy, dx = rng.integers(0, 5, size=(2, len(x)))
-  out = np.stack([p[a:a + shape[-3], b:b + shape[-2]] for p, a, b in zip(padded, dy, dx)])
-  return out.reshape(shape)
-
-
-def random_affine(images: np.ndarray, rng: np.random.Generator, fill: float,
-                  rotation: float = 10.0, shear: float = 0.3, scale=(0.8, 1.2),
-                  shift: float = 2.0 / 105) -> np.ndarray:
-  """Random affine distortions of float images [n, H, W] (Koch et al. 2015's ranges).
-
-  Each image is rotated by up to `rotation` degrees, sheared by up to `shear`
-  on each axis, scaled by a factor in `scale` on each axis and shifted by up
-  to `shift` of its side, about its centre, resampled bilinearly; pixels from
-  outside the image are `fill` (1.0 for paper-white drawings).
-  """
-  out = np.empty(images.shape, np.float32)
-  n, h, w = images.shape
-  theta = np.deg2rad(rng.uniform(-rotation, rotation, n))
-  rho = rng.uniform(-shear, shear, (n, 2))
-  s = rng.uniform(scale[0], scale[1], (n, 2))
-  t = rng.uniform(-shift, shift, (n, 2)) * np.array([w, h])
-  centre = np.array([(w - 1) / 2, (h - 1) / 2])
-  for i in range(n):
-    c, si = np.cos(theta[i]), np.sin(theta[i])
-    forward = (np.array([[c, -si], [si, c]]) @ np.array([[1, rho[i, 0]], [rho[i, 1], 1]])
-               @ np.diag(s[i]))
-    inverse = np.linalg.inv(forward)  # PIL maps each output pixel to its input position
-    offset = centre - inverse @ (centre + t[i])
-    image = Image.fromarray(np.asarray(images[i], np.float32), mode='F')
-    out[i] = np.asarray(image.transform(
-        (w, h), Image.Transform.AFFINE, (*inverse[0], offset[0], *inverse[1], offset[1]),
-        resample=Image.Resampling.BILINEAR, fillcolor=fill))
-  return out
-
-
 def prepare_images(images, size: int = 28) -> np.ndarray:
   """Raw drawings -> float32 [n, size, size, 1], strokes = 1, as in training.
 
@@ -298,25 +258,6 @@ def class_names(characters: list[str], classes: np.ndarray, rotations: bool) -> 
   return [f'{characters[c]}/rot{90 * t}' for c, t in classes]
 
 
-def distort(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-  """`random_affine` of float images [..., H, W, 1] with bright strokes on black."""
-  flat = x.reshape((-1,) + x.shape[-3:-1])
-  return random_affine(flat, rng, fill=0.0).reshape(x.shape)
-
-
-def _transform(settings: OmniglotSettings):
-  """The training images' transform: distortions, then shifts, as the settings ask."""
-  steps = [f for f, on in ((distort, settings.distort), (augment, settings.augment)) if on]
-  if not steps:
-    return None
-
-  def transform(x, rng):
-    for step in steps:
-      x = step(x, rng)
-    return x
-  return transform
-
-
 def _small_alphabets(characters, split, rotations, alphabet_of, alphabets, spec) -> str:
   """'; skipped: ...' naming the alphabets too small for the episodes, or ''."""
   skipped = []
@@ -352,11 +293,13 @@ def make_source(settings: OmniglotSettings, spec: EpisodeSpec,
   alphabets = sorted({splits.alphabet(c) for c in data.characters})
   alphabet_of = np.array([alphabets.index(splits.alphabet(c)) for c in data.characters])
 
+  transform = omniglot_augment.training_transform(settings.distort, settings.augment)
+
   def sampler(subset, seed):
     classes = splits.classes(data.characters, split, subset, rotations)
     return episodes.make_sampler(
         spec, subset, data.images, classes, seed, name=f'{split} {subset}',
-        transform=_transform(settings) if subset == 'train' else None,
+        transform=transform if subset == 'train' else None,
         groups=alphabet_of[classes[:, 0]] if settings.within_alphabet else None,
         group_names=alphabets, shared_drawings=settings.paired_drawers)
 
