@@ -208,6 +208,16 @@ class PresetTest(absltest.TestCase):
     self.assertEqual((config.train_ways, config.num_steps, config.within_alphabet),
                      (60, 2000, False))
 
+  def test_the_lake_transductive_preset_pretrains_on_the_background_set(self):
+    from metajax import cli  # pylint: disable=g-import-not-at-top
+    from metajax.config import Config  # pylint: disable=g-import-not-at-top
+    config = cli.config_from_flagfile(os.path.join(REPO, 'experiments', 'configs',
+                                                   'omniglot_lake_transductive.flags'))
+    self.assertEqual(config, Config(algorithm='transductive', dataset='omniglot', split='lake',
+                                    rotations=True, eval_inner_steps=(0,)).validate())
+    self.assertEqual((config.num_steps, config.meta_batch_size, config.augment),
+                     (3000, 128, True))
+
 
 def _save(pixels, path):
   from PIL import Image  # pylint: disable=g-import-not-at-top
