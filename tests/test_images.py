@@ -7,7 +7,7 @@ from absl.testing import absltest, parameterized
 import numpy as np
 from PIL import Image
 
-from metajax.data import folders, images, miniimagenet, omniglot, omniglot_download
+from metajax.data import class_images, folders, images, miniimagenet, omniglot, omniglot_download
 from tests import helpers
 
 
@@ -187,7 +187,7 @@ class EverySourceUsesThePipelineTest(parameterized.TestCase):
     class Settings:
       image_size, image_channels = 20, 1
     raw = np.random.default_rng(4).integers(0, 256, (2, 30, 30, 3), dtype=np.uint8)
-    x = folders.prepare_images(raw, Settings)
+    x = class_images.prepare_images(raw, Settings)
     self.assertEqual(set(self.calls), {('L', 20, False)})
     np.testing.assert_array_equal(
         x[0], pillow_reference(Image.fromarray(raw[0]), 'L', 20).astype(np.float32) / 255.0)

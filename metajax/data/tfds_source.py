@@ -26,7 +26,8 @@ import numpy as np
 import tqdm
 
 from metajax import settings as settings_lib
-from metajax.data import folders, images as images_lib, registry
+from metajax.data import class_images, images as images_lib, registry
+from metajax.data.class_split import DEFAULT_FRACTIONS, seeded_note, seeded_split
 from metajax.settings import setting
 
 CIFAR_FS = {  # Bertinetto et al. 2019; train: the other 64 classes
@@ -49,7 +50,7 @@ SPLIT_NAMES = {'cifar_fs': 'CIFAR-FS (Bertinetto et al. 2019): 64 / 16 / 20 clas
 
 def load(name: str, data_dir: Optional[str] = None, image_size: Optional[int] = None,
          channels: Optional[int] = None, show_progress: bool = True):
-  """(`folders.ClassImages` of every class, superclass name per class or None)."""
+  """(`class_images.ClassImages` of every class, superclass name per class or None)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   try:
     info = tfds.builder(name, data_dir=data_dir).info
@@ -74,7 +75,7 @@ def load(name: str, data_dir: Optional[str] = None, image_size: Optional[int] = 
   cached = images_lib.read_cache(path, key)
   if cached is not None:
     arrays, meta = cached
-    return (folders.ClassImages(arrays['images'], arrays['counts'], meta['classes'], [],
+    return (class_images.ClassImages(arrays['images'], arrays['counts'], meta['classes'], [],
                                 provenance=images_lib.Provenance.from_arrays(arrays),
                                 conversion=images_lib.Conversion(**meta['conversion'])),
             meta['superclasses'])
@@ -92,7 +93,7 @@ def load(name: str, data_dir: Optional[str] = None, image_size: Optional[int] = 
         superclass[label] = coarse[int(example['coarse_label'])]
   labels = sorted(by_class)
   order = np.array([row for l in labels for row, _ in by_class[l]])
-  data = folders.ClassImages(np.stack([a for l in labels for _, a in by_class[l]]),
+  data = class_images.ClassImages(np.stack([a for l in labels for _, a in by_class[l]]),
                              np.array([len(by_class[l]) for l in labels]),
                              [names[l] for l in labels], [],
                              provenance=decoder.provenance().take(order),
@@ -109,7 +110,7 @@ def class_split(name: str, split: str, classes: list[str], superclasses,
                 fractions) -> dict[str, list[int]]:
   """{'train', 'val', 'test': indices into `classes`} of class split `split`."""
   if split == 'random':
-    return folders.seeded_split(len(classes), fractions)
+    return seeded_split(len(classes), fractions)
   named, of = (CIFAR_FS, classes) if split == 'cifar_fs' else (FC100, superclasses)
   missing = sorted(set(named['val'] + named['test']) - set(of or ()))
   if missing:
@@ -121,7 +122,7 @@ def class_split(name: str, split: str, classes: list[str], superclasses,
 
 
 @dataclasses.dataclass(frozen=True)
-class TfdsSettings(folders.ImageSettings):
+class TfdsSettings(class_images.ImageSettings):
   data_dir: Optional[str] = setting(None, 'tfds\' data folder (default: ~/tensorflow_datasets)')
   split: str = setting('random', 'class split: random (by --split_fractions); tfds:cifar100 '
                        'also cifar_fs (CIFAR-FS) | fc100 (FC100)',
@@ -138,13 +139,13 @@ def spec_for(name: str) -> registry.DatasetSpec:
     data, supers = load(name, settings.data_dir, settings.image_size, settings.image_channels,
                         show_progress)
     split = settings.split
-    note = (folders.seeded_note(settings.split_fractions) if split == 'random' else
+    note = (seeded_note(settings.split_fractions) if split == 'random' else
             f'classes split as {SPLIT_NAMES[split]}')
     folder = settings.data_dir or '~/tensorflow_datasets'
-    source = folders.episode_source(
+    source = class_images.episode_source(
         spec, data, class_split(name, split, data.classes, supers, settings.split_fractions),
         f'tfds:{name} {split}', title=f'tfds:{name} from {folder}', notes=[note])
-    source.split_fractions = (settings.split_fractions or folders.DEFAULT_FRACTIONS
+    source.split_fractions = (settings.split_fractions or DEFAULT_FRACTIONS
                               if split == 'random' else None)
     return source
 
@@ -155,7 +156,7 @@ def spec_for(name: str) -> registry.DatasetSpec:
 
   return dataclasses.replace(
       SPEC, name=f'tfds:{name}', make_source=make_source, check=check, with_argument=None,
-      defaults={**folders.IMAGE_DEFAULTS, 'split': splits[0]})
+      defaults={**class_images.IMAGE_DEFAULTS, 'split': splits[0]})
 
 
 def input_shape(settings) -> tuple[int, int, int]:
@@ -167,8 +168,8 @@ SPEC = registry.register(registry.DatasetSpec(
     name='tfds', task='classification', input_shape=input_shape,
     make_source=lambda settings, spec, show: spec_for('').make_source(settings, spec, show),
     check=lambda settings: spec_for(''),  # `tfds` alone names no dataset
-    settings=TfdsSettings, defaults=folders.IMAGE_DEFAULTS,
-    prepare=folders.prepare_images,
+    settings=TfdsSettings, defaults=class_images.IMAGE_DEFAULTS,
+    prepare=class_images.prepare_images,
     from_data={'image_size': 'image_size', 'image_channels': 'channels',
                'split_fractions': 'split_fractions'},
     with_argument=spec_for))
